@@ -1,0 +1,63 @@
+# Every target is a thin wrapper around the `zoo` CLI. Targets that need the Python environment
+# depend on $(ENV), which creates .venv and installs the pinned dependencies on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ZOO := $(BIN)/zoo
+# GPU=1 installs tensorflow[and-cuda] in place of tensorflow-cpu.
+TF_EXTRA := $(if $(GPU),gpu,cpu)
+ENV := $(VENV)/.installed-$(TF_EXTRA)
+
+RECIPE ?= mnist1d/cnn_paper
+ARGS ?=
+RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lock train test test-full lint ui bench clean list $(RECIPES)
+
+help: ## list the targets and the recipes
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  make <recipe>  train one recipe, e.g. make mnist1d/cnn_paper; recipes:"
+	@printf '    %s\n' $(RECIPES)
+
+setup: $(ENV) ## create .venv with the pinned dependencies (GPU=1 for the CUDA build of TensorFlow)
+
+$(ENV): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint requirements.lock --editable '.[$(TF_EXTRA),dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lock: $(ENV) ## rewrite requirements.lock from the current environment
+	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -viE '^(tensorflow-cpu|tensorflow_cpu|tensorflow|zoo)=='; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+train: $(ENV) ## train RECIPE (default mnist1d/cnn_paper) with overrides ARGS="key=value ..."
+	$(ZOO) train $(RECIPE) $(ARGS)
+
+$(RECIPES): $(ENV)
+	$(ZOO) train $@ $(ARGS)
+
+list: $(ENV) ## list models, datasets and recipes
+	$(ZOO) list all
+
+ui: $(ENV) ## serve the MLflow UI on http://127.0.0.1:5000 over the zoo's store
+	$(ZOO) ui
+
+bench: $(ENV) ## time zoo training against a bare Keras fit of the same model and data
+	$(ZOO) bench $(ARGS)
+
+test: $(ENV) ## run the fast test suite (a few minutes on 2 cores)
+	$(BIN)/pytest -q -m "not slow" $(ARGS)
+
+test-full: $(ENV) ## run every test, slow ones included
+	$(BIN)/pytest -q $(ARGS)
+
+lint: $(ENV) ## ruff over the package and the tests
+	$(BIN)/ruff check zoo tests
+
+clean: ## remove the environment, caches, trained models and the local MLflow store
+	rm -rf $(VENV) models build *.egg-info .pytest_cache .ruff_cache
+	find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
