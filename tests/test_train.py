@@ -1,0 +1,176 @@
+"""Training end to end into a private MLflow store: what is logged, how runs end, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import keras
+import pytest
+
+from zoo import cli
+from zoo.errors import TrainingError
+from zoo.recipe import load_recipe
+from zoo.train import save_model_atomically, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["data.dataset=digits", "data.batch_size=64", "model.name=mlp", "model.widths=[16]",
+        "training.epochs=2"]
+
+
+def tiny(*overrides: str):
+    return load_recipe("digits/mlp", [*TINY, f"name=test-{uuid.uuid4().hex[:8]}", *overrides])
+
+
+class _Raise(keras.callbacks.Callback):
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise self.error
+
+
+def test_run_logs_params_metrics_tags_and_artifacts(mlflow_client, model_dir):
+    recipe = tiny()
+    result = train(recipe, verbose=0, model_dir=model_dir)
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == recipe.name
+
+    experiment = mlflow_client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "digits"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    params = run.data.params
+    assert params["model.widths"] == "[16]"
+    assert params["optimizer.name"] == "adam"
+    assert params["data.dataset"] == "digits"
+    assert set(params) == set(recipe.flat())
+
+    metrics = run.data.metrics
+    assert metrics["test_accuracy"] == pytest.approx(result.test_accuracy)
+    assert metrics["test_loss"] == pytest.approx(result.test_loss)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        history = mlflow_client.get_metric_history(result.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+    tags = run.data.tags
+    assert tags["zoo.fingerprint"] == recipe.fingerprint
+    assert tags["zoo.recipe_path"] == "recipes/digits/mlp.yaml"
+    assert json.loads(tags["zoo.versions"])["keras"] == keras.__version__
+    assert tags["zoo.device"].startswith(("CPU", "/physical_device:GPU"))
+    assert tags["zoo.git_commit"]
+
+    artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id)}
+    assert {"recipe.yaml", "learning_curves.png", "confusion_matrix.png", "model"} <= artifacts
+    model_files = [a.path for a in mlflow_client.list_artifacts(result.run_id, "model")]
+    assert model_files == [f"model/{result.model_path.name}"]
+    local = Path(mlflow_client.download_artifacts(result.run_id, "recipe.yaml"))
+    assert load_recipe(local).fingerprint == recipe.fingerprint
+
+    assert result.model_path.is_file() and result.model_path.parent.parent == model_dir
+    assert not list(model_dir.rglob("*.tmp.keras"))
+    keras.saving.load_model(result.model_path, safe_mode=True)
+
+
+def _latest_run(mlflow_client, name):
+    experiment = mlflow_client.get_experiment_by_name("digits")
+    runs = mlflow_client.search_runs([experiment.experiment_id],
+                                     filter_string=f"attributes.run_name = '{name}'")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_failing_run_ends_failed_and_writes_no_model(mlflow_client, model_dir):
+    recipe = tiny()
+    with pytest.raises(RuntimeError, match="boom"):
+        train(recipe, verbose=0, model_dir=model_dir, callbacks=[_Raise(RuntimeError("boom"))])
+    assert _latest_run(mlflow_client, recipe.name).info.status == "FAILED"
+    assert not model_dir.exists() or not list(model_dir.rglob("*.keras"))
+
+
+def test_interrupted_run_ends_killed(mlflow_client, model_dir):
+    recipe = tiny()
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, verbose=0, model_dir=model_dir, callbacks=[_Raise(KeyboardInterrupt())])
+    assert _latest_run(mlflow_client, recipe.name).info.status == "KILLED"
+
+
+def test_nan_loss_fails_the_run_with_advice(mlflow_client, model_dir):
+    recipe = tiny("optimizer.name=sgd", "optimizer.learning_rate=1e30")
+    with pytest.raises(TrainingError, match="loss became nan.*optimizer.learning_rate"):
+        train(recipe, verbose=0, model_dir=model_dir)
+    assert _latest_run(mlflow_client, recipe.name).info.status == "FAILED"
+    assert not model_dir.exists() or not list(model_dir.rglob("*.keras"))
+
+
+def test_sigterm_marks_the_run_killed(mlflow_client, tmp_path):
+    name = f"sigterm-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "ZOO_HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "zoo.cli", "train", str(REPO / "recipes/digits/mlp.yaml"),
+               f"name={name}", "training.epochs=10000"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        experiment = None
+        deadline = time.monotonic() + 120
+        runs = []
+        while time.monotonic() < deadline and not runs:
+            time.sleep(1)
+            experiment = experiment or mlflow_client.get_experiment_by_name("digits")
+            if experiment is not None:
+                runs = mlflow_client.search_runs(
+                    [experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
+        assert runs and runs[0].info.status == "RUNNING"
+        time.sleep(2)  # let it train a little
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "KILLED" in stderr
+    assert mlflow_client.get_run(runs[0].info.run_id).info.status == "KILLED"
+    assert not list(tmp_path.rglob("*.keras"))
+
+
+def test_same_seed_same_weights_other_seed_other_weights(model_dir):
+    # Dropout and batch norm included: both draw randomness or keep state during training.
+    overrides = ["model.name=cnn", "model.widths=[8]", "model.dropout=0.2", "model.dense=[8]"]
+    first = train(tiny(*overrides), track=False, verbose=0, model_dir=model_dir)
+    second = train(tiny(*overrides), track=False, verbose=0, model_dir=model_dir)
+    other = train(tiny(*overrides, "seed=1"), track=False, verbose=0, model_dir=model_dir)
+    assert first.weights_sha256 == second.weights_sha256
+    assert first.test_loss == second.test_loss
+    assert other.weights_sha256 != first.weights_sha256
+
+
+def test_json_is_the_last_stdout_line(capsys, mlflow_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    status = cli.main(["train", str(REPO / "recipes/digits/mlp.yaml"), *TINY, "--json"])
+    assert status == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert set(summary) >= {"run_id", "test_accuracy", "test_loss", "model_path", "fingerprint",
+                            "weights_sha256"}
+    assert Path(summary["model_path"]).is_file()
+    assert any(line.startswith("test_accuracy") for line in out)
+
+
+def test_atomic_save_leaves_nothing_when_saving_fails(tmp_path):
+    class Broken:
+        def save(self, path):
+            Path(path).write_bytes(b"half")
+            raise OSError("disk full")
+
+    target = tmp_path / "m" / "model.keras"
+    with pytest.raises(OSError):
+        save_model_atomically(Broken(), target)
+    assert list(target.parent.iterdir()) == []

@@ -1,0 +1,8 @@
+"""zoo: small Keras MLPs and CNNs trained from reproducible YAML recipes.
+
+    from zoo.recipe import load_recipe
+    from zoo.train import train
+    result = train(load_recipe("mnist1d/cnn_paper", ["training.epochs=5"]))
+"""
+
+__version__ = "0.1.0"

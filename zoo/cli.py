@@ -1,0 +1,154 @@
+"""The `zoo` command: a thin layer over the package's functions.
+
+User errors (bad recipe, missing data, NaN loss) print one line `zoo: error: ...` and exit 2;
+Ctrl-C and SIGTERM exit 130 after the MLflow run is marked KILLED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter hides the output users want; they can raise it again.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    from zoo.errors import ZooError
+
+    try:
+        return args.handler(args) or 0
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("zoo: interrupted; any MLflow run was marked KILLED and no model file was "
+              "written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="Train, compare and load small Keras models from YAML recipes.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a recipe",
+                                description="Train a recipe and record an MLflow run.")
+    train.add_argument("recipe", help="short name (mnist1d/cnn_paper) or path to a YAML file")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dotted overrides, values parsed as YAML (model.dropout=0.3)")
+    train.add_argument("--json", action="store_true",
+                       help="print a JSON object with run id, metrics and model path last")
+    train.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
+    train.set_defaults(handler=_train)
+
+    listing = commands.add_parser("list", help="list models, datasets or recipes")
+    listing.add_argument("what", choices=["models", "datasets", "recipes", "all"])
+    listing.set_defaults(handler=_list)
+
+    ui = commands.add_parser("ui", help="serve the MLflow UI over the zoo's store")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="interface to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_ui)
+
+    bench = commands.add_parser("bench", help="time zoo training against a bare Keras fit")
+    bench.add_argument("--recipe", default="mnist1d/cnn_paper")
+    bench.add_argument("--repeats", type=int, default=2,
+                       help="timed runs of each side; the fastest of each is compared")
+    bench.add_argument("overrides", nargs="*", metavar="key=value")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def _train(args) -> int:
+    from zoo.recipe import load_recipe
+    from zoo.train import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"zoo: training {recipe.name} on {recipe.data.dataset} "
+          f"(model {recipe.model.name}, seed {recipe.seed}, "
+          f"fingerprint {recipe.fingerprint[:12]})", flush=True)
+    result = train(recipe, track=not args.no_track, verbose=1 if sys.stdout.isatty() else 2)
+    print(f"\ntest_accuracy  {result.test_accuracy:.4f}")
+    print(f"test_loss      {result.test_loss:.4f}")
+    print(f"epochs         {result.epochs} in {result.seconds:.1f} s")
+    if result.run_id:
+        print(f"mlflow run     {result.run_id} (experiment {recipe.data.dataset}; "
+              "browse with `make ui`)")
+    print(f"model          {result.model_path}")
+    if args.json:
+        print(json.dumps(result.summary()))
+    return 0
+
+
+def _list(args) -> int:
+    sections = ["models", "datasets", "recipes"] if args.what == "all" else [args.what]
+    for section in sections:
+        if len(sections) > 1:
+            print(f"{section}:")
+        for line in _listing(section):
+            print(("  " if len(sections) > 1 else "") + line)
+    return 0
+
+
+def _listing(section: str) -> list[str]:
+    if section == "models":
+        from zoo.models import get_model_spec, model_names
+
+        return [f"{name:<10} {get_model_spec(name).summary}" for name in model_names()]
+    if section == "datasets":
+        from zoo.data import dataset_names
+
+        return dataset_names()
+    from zoo.recipe import list_recipes
+
+    return list_recipes()
+
+
+def _ui(args) -> int:
+    from zoo import tracking
+
+    mlflow_client = tracking.client()
+    uri = tracking.tracking_uri()
+    base = f"http://{args.host}:{args.port}"
+    experiments = [e for e in mlflow_client.search_experiments() if e.name != "Default"]
+    print(f"zoo: MLflow UI over {uri}")
+    for experiment in experiments:
+        print(f"  {experiment.name:<16} {base}/#/experiments/{experiment.experiment_id}"
+              "/runs?workflowType=machine_learning")
+    if not experiments:
+        print("  no runs yet: train one with `make train`")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port)]
+    if uri.startswith("sqlite:///"):
+        from zoo import paths
+
+        command += ["--default-artifact-root", (paths.mlruns_dir() / "artifacts").as_uri()]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
+    return 0
+
+
+def _bench(args) -> int:
+    from zoo.bench import run_training_bench
+
+    run_training_bench(args.recipe, args.overrides, repeats=args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Data set registry: embedded (`digits`, `mnist1d`) and `tfds:<name>`."""
+
+from __future__ import annotations
+
+from zoo.data import tfds_source
+from zoo.data.embedded import EMBEDDED
+from zoo.data.pipeline import make_dataset
+from zoo.data.splits import SPLIT_SEED, Splits, carve_validation
+from zoo.errors import UnknownNameError
+
+__all__ = ["SPLIT_SEED", "Splits", "check_dataset_name", "dataset_names", "load_dataset",
+           "make_dataset"]
+
+
+def dataset_names() -> list[str]:
+    return [*sorted(EMBEDDED), "tfds:<name>"]
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise UnknownNameError unless `name` is an embedded data set or a tfds builder."""
+    if name.startswith(tfds_source.PREFIX):
+        tfds_source.check_name(name[len(tfds_source.PREFIX):])
+    elif name not in EMBEDDED:
+        raise UnknownNameError("data set", name, dataset_names())
+
+
+def load_dataset(name: str, validation_split: float) -> Splits:
+    """Load a data set and carve validation from its training split.
+
+    Args:
+        name: `digits`, `mnist1d` or `tfds:<name>`.
+        validation_split: fraction of the training split held out for validation.
+
+    Returns:
+        `Splits` with raw (unstandardized) inputs; the same for every seed and every run.
+    """
+    check_dataset_name(name)
+    if name.startswith(tfds_source.PREFIX):
+        return tfds_source.load(name[len(tfds_source.PREFIX):], validation_split)
+    x_full, y_full, x_test, y_test, class_names = EMBEDDED[name]()
+    x_train, y_train, x_val, y_val = carve_validation(x_full, y_full, validation_split)
+    return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_names)

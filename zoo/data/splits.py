@@ -1,0 +1,63 @@
+"""The in-memory form of a data set and the fixed way validation is carved from train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+# Fixed forever, independent of any recipe seed: every recipe sees the same validation examples,
+# so runs differ only in what they configure.
+SPLIT_SEED = 20_240_101
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and test arrays of one data set (raw, unstandardized inputs)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def kind(self) -> str:
+        """`sequence` for (length, channels) inputs, `image` for (height, width, channels)."""
+        return "sequence" if len(self.input_shape) == 2 else "image"
+
+    def standardization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and variance of the training split only."""
+        axes = tuple(range(self.x_train.ndim - 1))
+        mean = self.x_train.mean(axis=axes, dtype=np.float64)
+        variance = self.x_train.var(axis=axes, dtype=np.float64)
+        return mean.astype(np.float32), np.maximum(variance, 1e-12).astype(np.float32)
+
+
+def carve_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int = SPLIT_SEED):
+    """Split train into (train, validation), stratified by class, with a fixed seed."""
+    index = np.arange(len(y))
+    train_idx, val_idx = train_test_split(
+        index, test_size=fraction, stratify=y, random_state=seed
+    )
+    train_idx.sort()
+    val_idx.sort()
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """Read-only, so a cached data set cannot be changed by one run and seen by the next."""
+    array.flags.writeable = False
+    return array

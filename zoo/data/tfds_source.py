@@ -1,0 +1,73 @@
+"""TensorFlow Datasets (`tfds:<name>`): loaded from a prepared data dir, never downloaded here.
+
+The data dir is tfds' own: TFDS_DATA_DIR, else ~/tensorflow_datasets. Set ZOO_TFDS_DOWNLOAD=1 to
+let tfds download and prepare a data set on a machine with network access.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from zoo.data.splits import Splits
+from zoo.errors import DataError, UnknownNameError
+
+PREFIX = "tfds:"
+
+
+def check_name(name: str) -> None:
+    """Raise UnknownNameError when tfds has no builder of that name (no data is touched)."""
+    import tensorflow_datasets as tfds
+
+    builder_name = name.split(":")[0].split("/")[0]
+    try:
+        tfds.builder_cls(builder_name)
+    except Exception:  # tfds raises DatasetNotFoundError, a ValueError, with a huge listing
+        raise UnknownNameError(
+            "TFDS data set", f"{PREFIX}{name}",
+            ["tfds:mnist", "tfds:fashion_mnist", "tfds:cifar10", "... (tfds.list_builders())"],
+        ) from None
+
+
+def load(name: str, validation_split: float) -> Splits:
+    """Train/validation by slicing tfds' train split; tfds' test split as test."""
+    import tensorflow_datasets as tfds
+
+    data_dir = os.environ.get("TFDS_DATA_DIR") or None
+    download = os.environ.get("ZOO_TFDS_DOWNLOAD") == "1"
+    keep = round(100 * (1 - validation_split))
+    if not 0 < keep < 100:
+        raise DataError(f"data.validation_split={validation_split} leaves no whole percent of "
+                        f"{PREFIX}{name}'s train split for validation")
+    splits = [f"train[:{keep}%]", f"train[{keep}%:]", "test"]
+    try:
+        datasets, info = tfds.load(
+            name, split=splits, as_supervised=True, with_info=True,
+            data_dir=data_dir, download=download,
+        )
+    except AssertionError as err:  # tfds' way of saying the data is not prepared
+        where = data_dir or "~/tensorflow_datasets (TFDS_DATA_DIR is not set)"
+        raise DataError(
+            f"{PREFIX}{name} is not prepared in {where}. No network here, so the zoo never "
+            f"downloads: on a machine with network run `tfds build {name} --data_dir DIR`, copy "
+            f"DIR here and set TFDS_DATA_DIR=DIR (or set ZOO_TFDS_DOWNLOAD=1 where downloading "
+            f"works). tfds said: {str(err).splitlines()[0]}"
+        ) from None
+    arrays = [_to_numpy(ds) for ds in datasets]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays
+    label = info.features["label"]
+    class_names = tuple(label.names) if getattr(label, "names", None) else tuple(
+        str(c) for c in range(label.num_classes)
+    )
+    return Splits(f"{PREFIX}{name}", x_train, y_train, x_val, y_val, x_test, y_test, class_names)
+
+
+def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    xs, ys = [], []
+    for x, y in tfds.as_numpy(dataset.batch(4096)):
+        xs.append(x)
+        ys.append(y)
+    return (np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int32))

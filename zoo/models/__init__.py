@@ -1,0 +1,52 @@
+"""Model registry and builders. Importing this package registers every builder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from zoo.models import cnn, linear, mlp  # noqa: F401  (registers the builders)
+from zoo.models.registry import ModelSpec, get_model_spec, model_names, register_model
+
+__all__ = ["ModelSpec", "build_model", "get_model_spec", "model_names", "register_model"]
+
+
+def build_model(
+    name: str,
+    args: dict[str, Any],
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    standardize: tuple[Any, Any] | None = None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    model_name: str | None = None,
+):
+    """Build a registered model that takes raw inputs and returns class probabilities.
+
+    Args:
+        name: the registered builder.
+        args: the builder's arguments (recipe `model.*` keys other than `name`).
+        input_shape: shape of one example, without the batch axis.
+        num_classes: size of the softmax output.
+        standardize: per-channel (mean, variance) from the training split; when given, the model
+            starts with a Normalization layer so it can be fed raw inputs.
+        l1, l2: kernel penalties on every dense and conv kernel.
+        model_name: the Keras model's name.
+
+    Returns:
+        An uncompiled `keras.Model`.
+    """
+    import keras
+
+    spec = get_model_spec(name)
+    typed = spec.typed_args(args)
+    regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = inputs
+    if standardize is not None:
+        mean, variance = standardize
+        x = keras.layers.Normalization(axis=-1, mean=mean, variance=variance,
+                                       name="standardize")(x)
+    outputs = spec.builder(x, num_classes, regularizer, **typed)
+    return keras.Model(inputs, outputs, name=(model_name or name).replace("/", "_"))

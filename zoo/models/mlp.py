@@ -1,0 +1,55 @@
+"""Multilayer perceptrons on the flattened input."""
+
+from __future__ import annotations
+
+from keras import layers
+from pydantic import PositiveInt
+
+from zoo.models import _blocks
+from zoo.models._blocks import Activation, Fraction, Initializer, Normalization
+from zoo.models.registry import register_model
+
+
+@register_model
+def mlp(
+    x,
+    num_classes,
+    regularizer,
+    /,
+    *,
+    widths: tuple[PositiveInt, ...] = (128, 128),
+    activation: Activation = "relu",
+    normalization: Normalization = "none",
+    norm_groups: PositiveInt = 4,
+    dropout: Fraction = 0.0,
+    residual: bool = False,
+    initializer: Initializer = "he_normal",
+):
+    """Fully connected blocks (dense, norm, activation, dropout), then a softmax classifier.
+
+    Args:
+        widths: units of each hidden layer.
+        activation: nonlinearity after each hidden layer.
+        normalization: normalization between each dense layer and its activation.
+        norm_groups: groups for `normalization: group` (must divide every width).
+        dropout: rate of the dropout after each hidden block; 0 adds no Dropout layer.
+        residual: add each block's input to its output (a linear projection when widths differ).
+        initializer: kernel initializer of every dense layer.
+    """
+    x = layers.Flatten(name="flatten")(x)
+    for i, width in enumerate(widths, start=1):
+        block_input = x
+        # A bias is redundant right before a normalization layer, which re-centres anyway.
+        x = _blocks.dense(width, f"block{i}_dense", use_bias=normalization == "none",
+                          initializer=initializer, regularizer=regularizer)(x)
+        x = _blocks.norm_act(x, normalization, activation, f"block{i}", norm_groups)
+        if residual:
+            shortcut = block_input
+            if block_input.shape[-1] != width:
+                shortcut = _blocks.dense(width, f"block{i}_proj", use_bias=False,
+                                         initializer=initializer,
+                                         regularizer=regularizer)(block_input)
+            x = _blocks.add([x, shortcut], f"block{i}_add")
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"block{i}_dropout")(x)
+    return _blocks.classifier(x, num_classes, regularizer, initializer)

@@ -1,0 +1,89 @@
+"""The model registry: builders registered by name, their arguments validated from signatures.
+
+A builder is a function `builder(x, num_classes, regularizer, /, *, arg=default, ...)` that takes
+the (standardized) input tensor and returns class probabilities. Its keyword-only arguments are
+the recipe's `model.*` keys: their annotations and defaults are the schema, so a builder states
+its options once and the recipe validation, defaults and MLflow params all follow from it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from zoo.errors import UnknownNameError
+
+Builder = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Builder
+    args_model: type[BaseModel]
+    summary: str
+
+    @property
+    def arg_names(self) -> list[str]:
+        return list(self.args_model.model_fields)
+
+    def defaults(self) -> dict[str, Any]:
+        return self.args_model().model_dump(mode="json")
+
+    def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Arguments with defaults filled in, as plain data; raises pydantic's ValidationError."""
+        return self.args_model.model_validate(args).model_dump(mode="json")
+
+    def typed_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        validated = self.args_model.model_validate(args)
+        return {name: getattr(validated, name) for name in self.arg_names}
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(builder: Builder | None = None, *, name: str | None = None):
+    """Register a builder under its function name (or `name`); duplicates are refused."""
+
+    def decorate(fn: Builder) -> Builder:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is registered already (by {_REGISTRY[key].builder})")
+        _REGISTRY[key] = ModelSpec(key, fn, _args_model(key, fn), _summary(fn))
+        return fn
+
+    return decorate(builder) if builder is not None else decorate
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("model", name, list(_REGISTRY)) from None
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _args_model(key: str, fn: Builder) -> type[BaseModel]:
+    signature = inspect.signature(fn, eval_str=True)
+    fields = {}
+    for param in signature.parameters.values():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        if param.default is inspect.Parameter.empty:
+            raise TypeError(f"builder {key}: argument {param.name} needs a default")
+        fields[param.name] = (param.annotation, param.default)
+    return create_model(
+        f"{key}_arguments", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+    )
+
+
+def _summary(fn: Builder) -> str:
+    doc = inspect.getdoc(fn) or ""
+    return doc.splitlines()[0] if doc else ""

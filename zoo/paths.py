@@ -1,0 +1,30 @@
+"""Where the zoo keeps recipes, trained models and the MLflow store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """The repository root: ZOO_HOME if set, else the checkout the package lives in, else cwd."""
+    if os.environ.get("ZOO_HOME"):
+        return Path(os.environ["ZOO_HOME"]).resolve()
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "recipes").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+def recipes_dir() -> Path:
+    return project_root() / "recipes"
+
+
+def models_dir() -> Path:
+    return project_root() / "models"
+
+
+def mlruns_dir() -> Path:
+    return project_root() / "mlruns"

@@ -1,0 +1,71 @@
+"""PNG figures of one run: learning curves and the test confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
+    """Loss and accuracy per epoch, train against validation, and the learning rate."""
+    plt = _pyplot()
+    panels = [("loss", "loss"), ("accuracy", "accuracy")]
+    if "learning_rate" in history:
+        panels.append(("learning_rate", "learning rate"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], label="train" if key != "learning_rate" else None)
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
+            ax.legend()
+        if key == "learning_rate" or (key == "loss" and min(history[key]) > 0):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
+                     path: Path, title: str) -> Path:
+    """Counts of true class (rows) against predicted class (columns) on the test split."""
+    plt = _pyplot()
+    n = len(class_names)
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (y_true, y_pred), 1)
+    size = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 10 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 20:
+        threshold = counts.max() / 2
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=8,
+                        color="white" if counts[i, j] > threshold else "black")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"{title}\ntest accuracy {accuracy:.4f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,407 @@
+"""Recipes: a typed schema, YAML loading with `extends`, dotted overrides and a fingerprint.
+
+A recipe is validated completely before anything trains: unknown keys, wrong types and values out
+of range raise `RecipeError` with one line naming the file, the dotted key, what was received and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from zoo import paths
+from zoo.errors import RecipeError, UnknownNameError
+
+# Keys that label a run rather than configure it; the fingerprint leaves them out so that runs of
+# one configuration over several seeds share a fingerprint.
+_NOT_FINGERPRINTED = ("name", "seed")
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "inverse_time", "cosine")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EarlyStopping(_Section):
+    monitor: str = "val_loss"
+    patience: PositiveInt = 10
+    min_delta: NonNegativeFloat = 0.0
+    restore_best_weights: bool = True
+
+
+class DataSection(_Section):
+    dataset: str = "mnist1d"
+    validation_split: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    batch_size: PositiveInt = 100
+    standardize: bool = True
+    augmentation: list[dict[str, Any]] = []
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from zoo.data import check_dataset_name
+
+        try:
+            check_dataset_name(value)
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @field_validator("augmentation")
+    @classmethod
+    def _augmentation_not_yet(cls, value: list) -> list:
+        if value:
+            raise ValueError("no augmentation ops are available in this version; allowed: []")
+        return value
+
+
+class ModelSection(BaseModel):
+    """`name` picks a registered builder; every other key is an argument of that builder and is
+    validated against the builder's own signature (see `zoo.models.registry`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "mlp"
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RegularizationSection(_Section):
+    l1: NonNegativeFloat = 0.0
+    l2: NonNegativeFloat = 0.0
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    early_stopping: EarlyStopping | None = None
+
+
+class OptimizerSection(_Section):
+    name: Literal[OPTIMIZERS] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    schedule: Literal[SCHEDULES] = "constant"
+    clipnorm: PositiveFloat | None = None
+    clipvalue: PositiveFloat | None = None
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta_1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta_2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
+    rho: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    epsilon: PositiveFloat = 1e-7
+    weight_decay: NonNegativeFloat = 0.0
+    # step: multiply by `factor` every `drop_every` epochs; exponential: by `decay_rate` per epoch;
+    # inverse_time: lr / (1 + decay_rate * epoch).
+    drop_every: PositiveInt = 10
+    factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    decay_rate: PositiveFloat = 0.9
+
+
+class TrainingSection(_Section):
+    epochs: PositiveInt = 30
+    # When set, wins over `epochs`: the number of epochs is ceil(steps / batches per epoch), as
+    # papers often state their budget in optimizer steps.
+    steps: PositiveInt | None = None
+    loss: Literal["crossentropy", "mse"] = "crossentropy"
+
+
+class Recipe(_Section):
+    name: str
+    seed: NonNegativeInt = 0
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    regularization: RegularizationSection = RegularizationSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    training: TrainingSection = TrainingSection()
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The YAML file the recipe came from (None when built from a dict)."""
+        return self._source
+
+    def resolved(self) -> dict[str, Any]:
+        """The complete recipe as plain data, every default filled in."""
+        return self.model_dump(mode="json")
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the resolved recipe without name and seed: it identifies a configuration."""
+        config = {k: v for k, v in self.resolved().items() if k not in _NOT_FINGERPRINTED}
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved recipe flattened to dotted keys (MLflow params, comparison tables)."""
+        return flatten(self.resolved())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved(), sort_keys=False)
+
+    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> Recipe:
+        """A new recipe with dotted overrides (strings or a mapping) applied and validated."""
+        items = (list(overrides.items()) if isinstance(overrides, Mapping)
+                 else _parse_overrides(overrides))
+        raw = self.resolved()
+        for key, value in items:
+            _set_dotted(raw, key, value)
+        return validate(raw, source=self._source, override_keys={key for key, _ in items})
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A recipe path, or a short name such as `mnist1d/cnn_paper` under recipes/."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if candidate.is_file():
+            return candidate
+    else:
+        short = paths.recipes_dir() / f"{name_or_path}.yaml"
+        if short.is_file():
+            return short
+    known = ", ".join(list_recipes()) or "(none)"
+    raise RecipeError(
+        f"recipe not found: {name_or_path}; give a path to a .yaml file or one of: {known}"
+    )
+
+
+def list_recipes() -> list[str]:
+    root = paths.recipes_dir()
+    return sorted(
+        str(p.relative_to(root).with_suffix(""))
+        for p in root.glob("*/*.yaml")
+    )
+
+
+def short_name(path: Path) -> str:
+    """`recipes/mnist1d/cnn_paper.yaml` -> `mnist1d/cnn_paper`; other paths -> their stem."""
+    try:
+        return str(path.resolve().relative_to(paths.recipes_dir().resolve()).with_suffix(""))
+    except ValueError:
+        return path.stem
+
+
+def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Load, merge (`extends`), override and validate a recipe.
+
+    Args:
+        name_or_path: a short name (`mnist1d/cnn_paper`) or a path to a YAML file.
+        overrides: `dotted.key=value` strings; values are parsed as YAML.
+
+    Returns:
+        The validated `Recipe`.
+
+    Raises:
+        RecipeError: the file is missing or malformed, or a key or value is not allowed.
+    """
+    path = resolve_path(name_or_path)
+    raw = _load_with_extends(path, chain=())
+    raw.setdefault("name", short_name(path))
+    parsed = _parse_overrides(overrides)
+    for key, value in parsed:
+        _set_dotted(raw, key, value)
+    return validate(raw, source=path, override_keys={key for key, _ in parsed})
+
+
+def validate(raw: dict[str, Any], source: Path | None = None,
+             override_keys: set[str] = frozenset()) -> Recipe:
+    """Validate plain data as a recipe, builder arguments of `model` included."""
+    from zoo.models import get_model_spec
+
+    where = str(source) if source else "recipe"
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_describe(err, where, override_keys, prefix=())) from None
+    try:
+        spec = get_model_spec(recipe.model.name)
+    except UnknownNameError as err:
+        raise RecipeError(
+            _one_line(where, "model.name", str(err), recipe.model.name, override_keys)
+        ) from None
+    try:
+        args = spec.validate_args(recipe.model.args)
+    except ValidationError as err:
+        allowed = ["name", *spec.arg_names]
+        raise RecipeError(
+            _describe(err, where, override_keys, prefix=("model",), allowed=allowed)
+        ) from None
+    resolved = recipe.model_dump(mode="json")
+    resolved["model"] = {"name": recipe.model.name, **args}
+    final = Recipe.model_validate(resolved)
+    final._source = source
+    return final
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read recipe: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as err:
+        mark = err.problem_mark
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise RecipeError(
+            f"{path}: {line}{err.problem}; recipes are plain YAML (loaded with yaml.safe_load), "
+            "remove the tag"
+        ) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{path}: {line}not valid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{path}: a recipe is a mapping of keys (data:, model:, ...), "
+            f"received a {type(data).__name__}"
+        )
+    return data
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise RecipeError(f"{path}: extends: recipes extend each other in a cycle: {cycle}")
+    data = _load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise RecipeError(
+            f"{path}: extends: expected a path to a YAML file, received {parent!r}"
+        )
+    parent_path = (path.parent / parent).resolve()
+    if not parent_path.is_file():
+        raise RecipeError(f"{path}: extends: file not found: {parent} (resolved to {parent_path})")
+    base = _load_with_extends(parent_path, (*chain, path))
+    base.pop("name", None)  # a name belongs to the file that states it, never inherited
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Later keys win; mappings merge key by key; lists and scalars replace."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not _OVERRIDE_KEY.match(key):
+            raise RecipeError(
+                f"command line: override {item!r} is not of the form dotted.key=value "
+                "(e.g. optimizer.learning_rate=0.01)"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise RecipeError(
+                f"command line: {key}: value {text!r} is not valid YAML"
+            ) from None
+        parsed.append((key, value))
+    return parsed
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            above = ".".join(parents[: i + 1])
+            raise RecipeError(
+                f"command line: {key}: {above} is a value ({child!r}), not a section with keys"
+            )
+        node = child
+    node[leaf] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _describe(err: ValidationError, where: str, override_keys: set[str],
+              prefix: tuple[str, ...], allowed: list[str] | None = None) -> str:
+    issues = err.errors(include_url=False)
+    first = issues[0]
+    loc = (*prefix, *first["loc"])
+    key = ".".join(str(part) for part in loc)
+    if first["type"] == "extra_forbidden":
+        allowed = allowed if allowed is not None else _allowed_keys(loc[:-1])
+        message = "unknown key" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = first["msg"].replace("Value error, ", "")
+    line = _one_line(where, key, message, first.get("input"), override_keys)
+    others = [".".join(str(p) for p in (*prefix, *issue["loc"])) for issue in issues[1:]]
+    if others:
+        line += f" (also: {', '.join(others)})"
+    return line
+
+
+def _one_line(where: str, key: str, message: str, received: Any, override_keys: set[str]) -> str:
+    origin = "command line" if key in override_keys else where
+    shown = "" if isinstance(received, dict) else f" (received {received!r})"
+    return f"{origin}: {key}: {message}{shown}"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the schema allows at a dotted location (for 'unknown key' messages)."""
+    node: type[BaseModel] | None = Recipe
+    for part in loc:
+        field = node.model_fields.get(part) if node else None
+        annotation = getattr(field, "annotation", None)
+        node = next(
+            (t for t in (annotation, *getattr(annotation, "__args__", ()))
+             if isinstance(t, type) and issubclass(t, BaseModel)),
+            None,
+        )
+    return list(node.model_fields) if node else []

@@ -1,0 +1,183 @@
+"""MLflow: the default store, one experiment per data set, run lifecycle and logging.
+
+The default store is `sqlite:///<repo>/mlruns/mlflow.db` with artifacts under `mlruns/artifacts`;
+an explicit MLFLOW_TRACKING_URI always wins. A run ends FINISHED, FAILED (an exception) or
+KILLED (Ctrl-C / SIGTERM), never RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from zoo import paths
+
+# MLflow 3's UI opens on its GenAI view unless an experiment says it is for model development.
+EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
+PARENT_TAG = "mlflow.parentRunId"
+_BATCH = 100  # MLflow's limit of params or tags per log_batch call
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts beside a local SQLite store (mlruns/artifacts/<experiment>); a server decides
+    for itself."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    safe = experiment.replace(":", "_").replace("/", "_")
+    return (db.parent / "artifacts" / safe).resolve().as_uri()
+
+
+def client():
+    """An MlflowClient on the zoo's store; quiet about its one-time database migrations."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def ensure_experiment(mlflow_client, name: str) -> str:
+    """The id of experiment `name`, created (with the model-development tag) if missing."""
+    from mlflow.exceptions import MlflowException
+
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return mlflow_client.create_experiment(
+            name, artifact_location=_artifact_location(tracking_uri(), name),
+            tags=EXPERIMENT_KIND_TAG,
+        )
+    except MlflowException:  # created meanwhile by a concurrent writer
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+class TrackedRun:
+    """Logging into one MLflow run. Per-epoch metrics are sent asynchronously so tracking does
+    not slow training; `close` waits for them."""
+
+    def __init__(self, mlflow_client, run):
+        self.client = mlflow_client
+        self.run_id: str = run.info.run_id
+        self.experiment_id: str = run.info.experiment_id
+        self._pending = []
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_text(v)) for k, v in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + _BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(self.run_id, tags=items[start:start + _BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0,
+                    synchronous: bool = True) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        operation = self.client.log_batch(self.run_id, metrics=items, synchronous=synchronous)
+        if not synchronous and operation is not None:
+            self._pending.append(operation)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def close(self, status: str) -> None:
+        try:
+            for operation in self._pending:
+                operation.wait()
+        finally:
+            self._pending.clear()
+            self.client.set_terminated(self.run_id, status)
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = None,
+              parent_run_id: str | None = None) -> Iterator[TrackedRun]:
+    """Open a run; it ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM."""
+    mlflow_client = client()
+    experiment_id = ensure_experiment(mlflow_client, experiment)
+    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = TrackedRun(mlflow_client, mlflow_client.create_run(
+        experiment_id, run_name=run_name, tags=all_tags))
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        run.close(status)
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit, package versions and device: what is needed to say where a result came from."""
+    import keras
+    import mlflow
+    import numpy
+    import tensorflow as tf
+
+    versions = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "mlflow": mlflow.__version__,
+        "numpy": numpy.__version__,
+    }
+    gpus = tf.config.list_physical_devices("GPU")
+    device = ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)"
+    return {
+        "zoo.git_commit": git_commit(),
+        "zoo.versions": json.dumps(versions, sort_keys=True),
+        "zoo.device": device,
+        "zoo.platform": platform.platform(),
+    }
+
+
+def git_commit() -> str:
+    """HEAD of the checkout, with `-dirty` when tracked files have uncommitted changes."""
+    root = paths.project_root()
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:6000]  # MLflow's limit of a param value

@@ -1,0 +1,289 @@
+"""`train(recipe) -> Result`: data, model, fit, one test evaluation, atomic save, MLflow run."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from zoo import paths
+from zoo.data import Splits, load_dataset, make_dataset
+from zoo.errors import TrainingError
+from zoo.recipe import Recipe
+
+
+@dataclass
+class Result:
+    """What one training run produced."""
+
+    recipe: Recipe
+    test_loss: float
+    test_accuracy: float
+    model_path: Path
+    weights_sha256: str
+    epochs: int
+    seconds: float
+    run_id: str | None = None
+    experiment_id: str | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object `zoo train --json` prints."""
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "recipe": self.recipe.name,
+            "seed": self.recipe.seed,
+            "fingerprint": self.recipe.fingerprint,
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 2),
+            "model_path": str(self.model_path),
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+@dataclass
+class Prepared:
+    """Everything `fit` needs, built from a recipe (shared by `train` and the benchmark)."""
+
+    recipe: Recipe
+    splits: Splits
+    model: Any
+    train_data: Any
+    val_data: Any
+    test_data: Any
+    epochs: int
+    steps_per_epoch: int
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds plus deterministic TF ops: same seed, same weights."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    """Seed, load the data and build and compile the model. Raises ZooError on bad input."""
+    from zoo.models import build_model
+    from zoo.optim import make_optimizer
+
+    seed_everything(recipe.seed)
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    batch_size = recipe.data.batch_size
+    steps_per_epoch = math.ceil(len(splits.y_train) / batch_size)
+    steps = recipe.training.steps
+    epochs = math.ceil(steps / steps_per_epoch) if steps else recipe.training.epochs
+    model = build_model(
+        recipe.model.name,
+        recipe.model.args,
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        standardize=splits.standardization() if recipe.data.standardize else None,
+        l1=recipe.regularization.l1,
+        l2=recipe.regularization.l2,
+        model_name=recipe.name,
+    )
+    model.compile(
+        optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, epochs),
+        loss=_loss(recipe),
+        metrics=[_accuracy()],
+    )
+    n = splits.num_classes
+    return Prepared(
+        recipe=recipe,
+        splits=splits,
+        model=model,
+        train_data=make_dataset(splits.x_train, splits.y_train, n, batch_size,
+                                shuffle_seed=recipe.seed),
+        val_data=make_dataset(splits.x_val, splits.y_val, n, batch_size),
+        test_data=make_dataset(splits.x_test, splits.y_test, n, batch_size),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
+          callbacks: Sequence[Any] = (), model_dir: Path | None = None) -> Result:
+    """Train a recipe end to end.
+
+    Args:
+        recipe: a validated recipe (`zoo.recipe.load_recipe`).
+        track: record an MLflow run (params, per-epoch metrics, tags, artifacts).
+        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        callbacks: extra Keras callbacks (e.g. monitors).
+        model_dir: where the `.keras` file goes; default `models/` in the project.
+
+    Returns:
+        The `Result`, with test metrics, the model path and a hash of the weights.
+
+    Raises:
+        ZooError: bad data or model configuration (before any run starts), or a NaN loss.
+    """
+    started = time.perf_counter()
+    prepared = prepare(recipe)  # every user error surfaces here, before MLflow is touched
+    model_path = _model_path(recipe, model_dir)
+    if not track:
+        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started)
+    from zoo import tracking
+
+    tags = {
+        "zoo.recipe": recipe.name,
+        "zoo.recipe_path": _display_path(recipe.source),
+        "zoo.fingerprint": recipe.fingerprint,
+        "zoo.seed": recipe.seed,
+        **tracking.environment_tags(),
+    }
+    with tracking.start_run(prepared.splits.name, recipe.name, tags) as run:
+        run.log_params(recipe.flat())
+        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started)
+
+
+def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
+                  started: float) -> Result:
+    recipe, model = prepared.recipe, prepared.model
+    all_callbacks = [_LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
+    stopping = recipe.regularization.early_stopping
+    if stopping is not None:
+        all_callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
+    if run is not None:
+        all_callbacks.append(_MlflowEpochLogger(run))
+    all_callbacks.extend(callbacks)
+
+    fit = model.fit(
+        prepared.train_data,
+        validation_data=prepared.val_data,
+        epochs=prepared.epochs,
+        shuffle=False,  # the tf.data pipeline shuffles, with the recipe's seed
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    losses = history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        raise TrainingError(
+            f"{recipe.name}: the training loss became {losses[-1]} in epoch {len(losses)}; "
+            f"lower optimizer.learning_rate (now {recipe.optimizer.learning_rate}), set "
+            "optimizer.clipnorm, or raise regularization"
+        )
+
+    # The test split is evaluated once, after training, and never used to choose anything.
+    test_loss, test_accuracy = model.evaluate(prepared.test_data, verbose=0)
+    save_model_atomically(model, model_path)
+    result = Result(
+        recipe=recipe,
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        model_path=model_path,
+        weights_sha256=weights_sha256(model),
+        epochs=len(losses),
+        seconds=time.perf_counter() - started,
+        history=history,
+    )
+    if run is not None:
+        result.run_id, result.experiment_id = run.run_id, run.experiment_id
+        run.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
+                         "epochs_trained": result.epochs}, step=result.epochs)
+        _log_artifacts(run, prepared, history, model_path)
+    return result
+
+
+def _log_artifacts(run, prepared: Prepared, history, model_path: Path) -> None:
+    from zoo import plots
+
+    recipe, splits = prepared.recipe, prepared.splits
+    probabilities = prepared.model.predict(prepared.test_data, verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "recipe.yaml").write_text(recipe.to_yaml())
+        plots.learning_curves(history, folder / "learning_curves.png", recipe.name)
+        plots.confusion_matrix(splits.y_test, probabilities.argmax(axis=1), splits.class_names,
+                               folder / "confusion_matrix.png", recipe.name)
+        for name in ("recipe.yaml", "learning_curves.png", "confusion_matrix.png"):
+            run.log_artifact(folder / name)
+    run.log_artifact(model_path, "model")
+
+
+def save_model_atomically(model, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def weights_sha256(model) -> str:
+    """sha256 over every weight's path, shape and values: equal iff the trained weights are."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        values = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{weight.path}:{values.dtype}:{values.shape};".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _model_path(recipe: Recipe, model_dir: Path | None) -> Path:
+    # Same configuration and seed give the same weights, so the path is keyed by exactly those.
+    folder = re.sub(r"[^\w./-]", "_", recipe.name).strip("./") or "recipe"
+    return (model_dir or paths.models_dir()) / folder / (
+        f"seed{recipe.seed}-{recipe.fingerprint[:12]}.keras")
+
+
+def _display_path(source: Path | None) -> str:
+    if source is None:
+        return ""
+    try:
+        return str(source.resolve().relative_to(paths.project_root()))
+    except ValueError:
+        return str(source)
+
+
+def _loss(recipe: Recipe):
+    if recipe.training.loss == "mse":
+        return keras.losses.MeanSquaredError(name="loss")
+    return keras.losses.CategoricalCrossentropy(
+        label_smoothing=recipe.regularization.label_smoothing, name="loss")
+
+
+def _accuracy():
+    return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+class _LearningRateLogger(keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate into the epoch logs (History and MLflow)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            logs["learning_rate"] = float(rate)
+
+
+class _MlflowEpochLogger(keras.callbacks.Callback):
+    """Sends each epoch's logs to MLflow without waiting (step = epoch number, from 1)."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs:
+            self.run.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1,
+                                 synchronous=False)
