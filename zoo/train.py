@@ -76,6 +76,14 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def training_length(recipe: Recipe, train_examples: int) -> tuple[int, int]:
+    """(epochs, batches per epoch); `training.steps`, when set, wins over `training.epochs`."""
+    steps_per_epoch = math.ceil(train_examples / recipe.data.batch_size)
+    steps = recipe.training.steps
+    epochs = math.ceil(steps / steps_per_epoch) if steps else recipe.training.epochs
+    return epochs, steps_per_epoch
+
+
 def prepare(recipe: Recipe) -> Prepared:
     """Seed, load the data and build and compile the model. Raises ZooError on bad input."""
     from zoo.models import build_model
@@ -84,9 +92,7 @@ def prepare(recipe: Recipe) -> Prepared:
     seed_everything(recipe.seed)
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
     batch_size = recipe.data.batch_size
-    steps_per_epoch = math.ceil(len(splits.y_train) / batch_size)
-    steps = recipe.training.steps
-    epochs = math.ceil(steps / steps_per_epoch) if steps else recipe.training.epochs
+    epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
     model = build_model(
         recipe.model.name,
         recipe.model.args,

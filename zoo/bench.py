@@ -1,0 +1,121 @@
+"""Benchmarks reported as ratios against a baseline measured in the same process and run.
+
+Timings on shared machines are noisy, so each side runs `repeats` times, interleaved, and the
+fastest run of each side is compared; nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from zoo.recipe import Recipe, load_recipe
+
+TRAINING_OVERHEAD_TARGET = 1.10
+BARE_ARRAYS = "bare fit (numpy arrays)"
+BARE_TF_DATA = "bare fit (zoo's tf.data)"
+ZOO = "zoo train + mlflow"
+
+
+def run_training_bench(recipe_name: str, overrides: list[str], repeats: int = 2) -> float:
+    """Time `zoo.train` (MLflow tracking on) against a bare `model.fit` of the same model and data.
+
+    Returns:
+        The ratio of the fastest zoo run to the fastest bare run.
+    """
+    recipe = load_recipe(recipe_name, overrides)
+    print(f"zoo bench: {recipe.name}; {repeats} timed runs of each side, "
+          "interleaved, after one warm-up run each", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, _private_store(Path(tmp)):
+        model_dir = Path(tmp) / "models"
+        sides: dict[str, Callable[[Recipe], float]] = {
+            BARE_ARRAYS: lambda r: _time_bare_fit(r, tf_data=False),
+            BARE_TF_DATA: lambda r: _time_bare_fit(r, tf_data=True),
+            ZOO: lambda r: _time_zoo_train(r, model_dir),
+        }
+        warm_up = recipe.with_overrides({"training.steps": None, "training.epochs": 1})
+        for run in sides.values():  # one-time costs: graph tracing, MLflow schema creation
+            run(warm_up)
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for i in range(repeats):
+            order = list(sides) if i % 2 == 0 else list(reversed(sides))
+            for name in order:
+                keras.backend.clear_session()  # both sides start from the same clean state
+                seconds = sides[name](recipe)
+                times[name].append(seconds)
+                print(f"  run {i + 1}/{repeats}  {name:<26} {seconds:7.2f} s", flush=True)
+    for name, values in times.items():
+        print(f"{name:<26} fastest {min(values):7.2f} s   median "
+              f"{statistics.median(values):7.2f} s")
+    # The stricter comparison: against whichever bare variant was faster.
+    bare = min(min(times[BARE_ARRAYS]), min(times[BARE_TF_DATA]))
+    ratio = min(times[ZOO]) / bare
+    verdict = "met" if ratio <= TRAINING_OVERHEAD_TARGET else "NOT met"
+    print(f"ratio zoo/bare (fastest bare) {ratio:.3f}   "
+          f"(target <= {TRAINING_OVERHEAD_TARGET:.2f}: {verdict})")
+    return ratio
+
+
+def _time_zoo_train(recipe: Recipe, model_dir: Path) -> float:
+    from zoo.train import train
+
+    started = time.perf_counter()
+    train(recipe, verbose=0, model_dir=model_dir)
+    return time.perf_counter() - started
+
+
+def _time_bare_fit(recipe: Recipe, tf_data: bool) -> float:
+    """The same model, optimizer and data through plain Keras: build, compile, fit, evaluate.
+
+    Args:
+        tf_data: feed the zoo's tf.data pipelines (isolates the cost of tracking, saving and
+            plots); otherwise numpy arrays, as most Keras code does.
+    """
+    from zoo.data import load_dataset, make_dataset
+    from zoo.models import build_model
+    from zoo.optim import make_optimizer
+    from zoo.train import seed_everything, training_length
+
+    started = time.perf_counter()
+    seed_everything(recipe.seed)
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    batch_size, n = recipe.data.batch_size, splits.num_classes
+    epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
+    model = build_model(recipe.model.name, recipe.model.args, input_shape=splits.input_shape,
+                        num_classes=n, standardize=splits.standardization())
+    model.compile(optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, epochs),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    if tf_data:
+        model.fit(make_dataset(splits.x_train, splits.y_train, n, batch_size,
+                               shuffle_seed=recipe.seed),
+                  validation_data=make_dataset(splits.x_val, splits.y_val, n, batch_size),
+                  epochs=epochs, shuffle=False, verbose=0)
+        model.evaluate(make_dataset(splits.x_test, splits.y_test, n, batch_size), verbose=0)
+    else:
+        one_hot = np.eye(n, dtype=np.float32)
+        model.fit(splits.x_train, one_hot[splits.y_train], batch_size=batch_size, epochs=epochs,
+                  validation_data=(splits.x_val, one_hot[splits.y_val]), verbose=0)
+        model.evaluate(splits.x_test, one_hot[splits.y_test], batch_size=batch_size, verbose=0)
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _private_store(folder: Path) -> Iterator[None]:
+    """Benchmark runs go to a throwaway MLflow store, not the user's."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
