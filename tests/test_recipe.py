@@ -137,8 +137,9 @@ def test_overrides_are_yaml_typed(tmp_path):
 def test_resolved_recipe_holds_every_builder_default(tmp_path):
     resolved = load_recipe(write(tmp_path, GOOD)).resolved()
     assert resolved["model"] == {
-        "name": "mlp", "widths": [16], "activation": "relu", "normalization": "none",
-        "norm_groups": 4, "dropout": 0.0, "residual": False, "initializer": "he_normal",
+        "name": "mlp", "widths": [16], "activation": "relu", "activation_alpha": 0.01,
+        "normalization": "none", "norm_position": "pre", "norm_groups": 4, "dropout": 0.0,
+        "residual": False, "initializer": "he_normal",
     }
 
 

@@ -88,10 +88,10 @@ def _time_bare_fit(recipe: Recipe, tf_data: bool) -> float:
     seed_everything(recipe.seed)
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
     batch_size, n = recipe.data.batch_size, splits.num_classes
-    epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
+    epochs, _ = training_length(recipe, len(splits.y_train))
     model = build_model(recipe.model.name, recipe.model.args, input_shape=splits.input_shape,
                         num_classes=n, standardize=splits.standardization())
-    model.compile(optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, epochs),
+    model.compile(optimizer=make_optimizer(recipe.optimizer),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     if tf_data:
         model.fit(make_dataset(splits.x_train, splits.y_train, n, batch_size,

@@ -134,10 +134,9 @@ def _ui(args) -> int:
         print("  no runs yet: train one with `make train`")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", args.host, "--port", str(args.port)]
-    if uri.startswith("sqlite:///"):
-        from zoo import paths
-
-        command += ["--default-artifact-root", (paths.mlruns_dir() / "artifacts").as_uri()]
+    artifact_root = tracking.local_artifact_root(uri)
+    if artifact_root is not None:
+        command += ["--default-artifact-root", artifact_root.as_uri()]
     sys.stdout.flush()
     os.execv(sys.executable, command)
     return 0

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule from the recipe's `optimizer` section (lookup tables)."""
+"""The optimizer from the recipe's `optimizer` section (a lookup table)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,13 @@ import keras
 from zoo.recipe import OptimizerSection
 
 
-def make_schedule(section: OptimizerSection, steps_per_epoch: int, epochs: int):
-    """A Keras built-in schedule (so saved models load without zoo), stepped per batch."""
-    lr = section.learning_rate
-    schedules = keras.optimizers.schedules
-    table = {
-        "constant": lambda: lr,
-        "step": lambda: schedules.ExponentialDecay(
-            lr, decay_steps=section.drop_every * steps_per_epoch,
-            decay_rate=section.factor, staircase=True),
-        "exponential": lambda: schedules.ExponentialDecay(
-            lr, decay_steps=steps_per_epoch, decay_rate=section.decay_rate),
-        "inverse_time": lambda: schedules.InverseTimeDecay(
-            lr, decay_steps=steps_per_epoch, decay_rate=section.decay_rate),
-        "cosine": lambda: schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch),
-    }
-    return table[section.schedule]()
+def make_optimizer(section: OptimizerSection):
+    """The optimizer named by `optimizer.name`, with its own keys and gradient clipping.
 
-
-def make_optimizer(section: OptimizerSection, steps_per_epoch: int, epochs: int):
-    """The optimizer named by `optimizer.name`, with its own keys and gradient clipping."""
+    The learning rate starts as a plain float; `zoo.schedules.LearningRateController` moves it.
+    """
     common = {
-        "learning_rate": make_schedule(section, steps_per_epoch, epochs),
+        "learning_rate": section.learning_rate,
         "clipnorm": section.clipnorm,
         "clipvalue": section.clipvalue,
     }

@@ -37,7 +37,7 @@ def learning_curves(history: Mapping[str, Sequence[float]], path: Path, title: s
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -66,6 +66,6 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title}\ntest accuracy {accuracy:.4f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

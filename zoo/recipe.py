@@ -26,9 +26,11 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from zoo import paths
+from zoo.augment import AugmentationOp, check_ops_fit
 from zoo.errors import RecipeError, UnknownNameError
 
 # Keys that label a run rather than configure it; the fingerprint leaves them out so that runs of
@@ -37,7 +39,7 @@ _NOT_FINGERPRINTED = ("name", "seed")
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "inverse_time", "cosine")
+SCHEDULES = ("constant", "step", "exponential", "inverse_time", "cosine", "plateau")
 
 
 class _Section(BaseModel):
@@ -56,7 +58,7 @@ class DataSection(_Section):
     validation_split: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     batch_size: PositiveInt = 100
     standardize: bool = True
-    augmentation: list[dict[str, Any]] = []
+    augmentation: list[AugmentationOp] = []
 
     @field_validator("dataset")
     @classmethod
@@ -69,12 +71,13 @@ class DataSection(_Section):
             raise ValueError(str(err)) from None
         return value
 
-    @field_validator("augmentation")
-    @classmethod
-    def _augmentation_not_yet(cls, value: list) -> list:
-        if value:
-            raise ValueError("no augmentation ops are available in this version; allowed: []")
-        return value
+    @model_validator(mode="after")
+    def _augmentation_fits_the_data(self) -> DataSection:
+        from zoo.data import dataset_kind
+
+        if self.augmentation:
+            check_ops_fit(self.augmentation, dataset_kind(self.dataset), self.dataset)
+        return self
 
 
 class ModelSection(BaseModel):
@@ -100,6 +103,8 @@ class OptimizerSection(_Section):
     name: Literal[OPTIMIZERS] = "adam"
     learning_rate: PositiveFloat = 1e-3
     schedule: Literal[SCHEDULES] = "constant"
+    # Linear ramp from ~0 to the scheduled rate over the first epochs; works with every schedule.
+    warmup_epochs: NonNegativeInt = 0
     clipnorm: PositiveFloat | None = None
     clipvalue: PositiveFloat | None = None
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
@@ -109,10 +114,14 @@ class OptimizerSection(_Section):
     epsilon: PositiveFloat = 1e-7
     weight_decay: NonNegativeFloat = 0.0
     # step: multiply by `factor` every `drop_every` epochs; exponential: by `decay_rate` per epoch;
-    # inverse_time: lr / (1 + decay_rate * epoch).
+    # inverse_time: lr / (1 + decay_rate * epoch); plateau: multiply by `factor` when `monitor`
+    # has not improved by `min_delta` for `patience` epochs.
     drop_every: PositiveInt = 10
-    factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     decay_rate: PositiveFloat = 0.9
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    patience: PositiveInt = 5
+    min_delta: NonNegativeFloat = 0.0
 
 
 class TrainingSection(_Section):
@@ -388,7 +397,9 @@ def _describe(err: ValidationError, where: str, override_keys: set[str],
 
 
 def _one_line(where: str, key: str, message: str, received: Any, override_keys: set[str]) -> str:
-    origin = "command line" if key in override_keys else where
+    from_command_line = any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.")
+                            for k in override_keys)
+    origin = "command line" if from_command_line else where
     shown = "" if isinstance(received, dict) else f" (received {received!r})"
     return f"{origin}: {key}: {message}{shown}"
 

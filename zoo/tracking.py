@@ -31,15 +31,19 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
 
 
-def _artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifacts beside a local SQLite store (mlruns/artifacts/<experiment>); a server decides
-    for itself."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
+def local_artifact_root(uri: str) -> Path | None:
+    """For a SQLite store, the `artifacts` folder beside the database; None for a server, which
+    decides for itself."""
+    if urlparse(uri).scheme != "sqlite":
         return None
-    db = Path(uri[len("sqlite:///"):])
-    safe = experiment.replace(":", "_").replace("/", "_")
-    return (db.parent / "artifacts" / safe).resolve().as_uri()
+    return Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts"
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    root = local_artifact_root(uri)
+    if root is None:
+        return None
+    return (root / experiment.replace(":", "_").replace("/", "_")).as_uri()
 
 
 def client():
@@ -73,14 +77,23 @@ def ensure_experiment(mlflow_client, name: str) -> str:
 
 
 class TrackedRun:
-    """Logging into one MLflow run. Per-epoch metrics are sent asynchronously so tracking does
-    not slow training; `close` waits for them."""
+    """Logging into one MLflow run.
+
+    Per-epoch metrics are buffered and sent in one asynchronous batch every few seconds: one
+    SQLite transaction per epoch would cost a small model's training several percent, while the
+    UI still updates while a run trains. `close` sends the rest and waits for everything.
+    """
+
+    FLUSH_SECONDS = 5.0
+    _MAX_BUFFER = 900  # below MLflow's 1000 metrics per batch
 
     def __init__(self, mlflow_client, run):
         self.client = mlflow_client
         self.run_id: str = run.info.run_id
         self.experiment_id: str = run.info.experiment_id
         self._pending = []
+        self._buffer = []
+        self._last_flush = time.monotonic()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -96,21 +109,39 @@ class TrackedRun:
         for start in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, tags=items[start:start + _BATCH])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0,
-                    synchronous: bool = True) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log now and wait (final metrics)."""
+        self.client.log_batch(self.run_id, metrics=self._metrics(metrics, step))
+
+    def log_epoch(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer one epoch's metrics; send the buffer asynchronously every few seconds."""
+        self._buffer.extend(self._metrics(metrics, step))
+        if (time.monotonic() - self._last_flush > self.FLUSH_SECONDS
+                or len(self._buffer) >= self._MAX_BUFFER):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            operation = self.client.log_batch(self.run_id, metrics=self._buffer,
+                                              synchronous=False)
+            if operation is not None:
+                self._pending.append(operation)
+            self._buffer = []
+        self._last_flush = time.monotonic()
+
+    @staticmethod
+    def _metrics(metrics: Mapping[str, float], step: int):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        operation = self.client.log_batch(self.run_id, metrics=items, synchronous=synchronous)
-        if not synchronous and operation is not None:
-            self._pending.append(operation)
+        return [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def close(self, status: str) -> None:
         try:
+            self._flush()
             for operation in self._pending:
                 operation.wait()
         finally:

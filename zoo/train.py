@@ -17,9 +17,11 @@ import keras
 import numpy as np
 
 from zoo import paths
+from zoo.augment import augment_dataset
 from zoo.data import Splits, load_dataset, make_dataset
 from zoo.errors import TrainingError
 from zoo.recipe import Recipe
+from zoo.schedules import LearningRateController
 
 
 @dataclass
@@ -104,7 +106,7 @@ def prepare(recipe: Recipe) -> Prepared:
         model_name=recipe.name,
     )
     model.compile(
-        optimizer=make_optimizer(recipe.optimizer, steps_per_epoch, epochs),
+        optimizer=make_optimizer(recipe.optimizer),
         loss=_loss(recipe),
         metrics=[_accuracy()],
     )
@@ -114,12 +116,20 @@ def prepare(recipe: Recipe) -> Prepared:
         splits=splits,
         model=model,
         train_data=make_dataset(splits.x_train, splits.y_train, n, batch_size,
-                                shuffle_seed=recipe.seed),
+                                shuffle_seed=recipe.seed, augment=_augmentation(recipe, splits)),
         val_data=make_dataset(splits.x_val, splits.y_val, n, batch_size),
         test_data=make_dataset(splits.x_test, splits.y_test, n, batch_size),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
     )
+
+
+def _augmentation(recipe: Recipe, splits: Splits):
+    ops = recipe.data.augmentation
+    if not ops:
+        return None
+    mean, std = float(splits.x_train.mean()), float(splits.x_train.std())
+    return lambda ds: augment_dataset(ds, ops, recipe.seed, mean, std)
 
 
 def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
@@ -161,7 +171,10 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
 def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
                   started: float) -> Result:
     recipe, model = prepared.recipe, prepared.model
-    all_callbacks = [_LearningRateLogger(), keras.callbacks.TerminateOnNaN()]
+    all_callbacks = [
+        LearningRateController(recipe.optimizer, prepared.steps_per_epoch, prepared.epochs),
+        keras.callbacks.TerminateOnNaN(),
+    ]
     stopping = recipe.regularization.early_stopping
     if stopping is not None:
         all_callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
@@ -273,17 +286,8 @@ def _accuracy():
     return keras.metrics.CategoricalAccuracy(name="accuracy")
 
 
-class _LearningRateLogger(keras.callbacks.Callback):
-    """Puts the optimizer's current learning rate into the epoch logs (History and MLflow)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            logs["learning_rate"] = float(rate)
-
-
 class _MlflowEpochLogger(keras.callbacks.Callback):
-    """Sends each epoch's logs to MLflow without waiting (step = epoch number, from 1)."""
+    """Sends each epoch's logs to MLflow (step = epoch number, from 1)."""
 
     def __init__(self, run):
         super().__init__()
@@ -291,5 +295,4 @@ class _MlflowEpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs:
-            self.run.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1,
-                                 synchronous=False)
+            self.run.log_epoch(logs, step=epoch + 1)

@@ -81,8 +81,9 @@ def test_unknown_model_lists_known_names():
 
 def test_builder_arguments_come_from_the_signature():
     spec = get_model_spec("mlp")
-    assert spec.arg_names == ["widths", "activation", "normalization", "norm_groups", "dropout",
-                              "residual", "initializer"]
+    assert spec.arg_names == ["widths", "activation", "activation_alpha", "normalization",
+                              "norm_position", "norm_groups", "dropout", "residual",
+                              "initializer"]
     assert spec.defaults()["widths"] == [128, 128]
     with pytest.raises(TypeError, match="needs a default"):
         registry_module._args_model("bad", lambda x, n, r, /, *, width: x)

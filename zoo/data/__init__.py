@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from zoo.data import tfds_source
-from zoo.data.embedded import EMBEDDED
+from zoo.data.embedded import EMBEDDED, EMBEDDED_KINDS
 from zoo.data.pipeline import make_dataset
 from zoo.data.splits import SPLIT_SEED, Splits, carve_validation
 from zoo.errors import UnknownNameError
 
-__all__ = ["SPLIT_SEED", "Splits", "check_dataset_name", "dataset_names", "load_dataset",
-           "make_dataset"]
+__all__ = ["SPLIT_SEED", "Splits", "check_dataset_name", "dataset_kind", "dataset_names",
+           "load_dataset", "make_dataset"]
 
 
 def dataset_names() -> list[str]:
     return [*sorted(EMBEDDED), "tfds:<name>"]
+
+
+def dataset_kind(name: str) -> str:
+    """`image` or `sequence`, known from the name alone (TFDS sets here are image sets)."""
+    return EMBEDDED_KINDS.get(name, "image")
 
 
 def check_dataset_name(name: str) -> None:

@@ -46,3 +46,4 @@ def mnist1d():
 
 
 EMBEDDED = {"digits": digits, "mnist1d": mnist1d}
+EMBEDDED_KINDS = {"digits": "image", "mnist1d": "sequence"}

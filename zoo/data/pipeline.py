@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int,
-                 *, shuffle_seed: int | None = None):
+                 *, shuffle_seed: int | None = None, augment: Callable | None = None):
     """A batched tf.data.Dataset of (inputs, one-hot labels).
 
     One-hot labels let every loss (label-smoothed crossentropy, mse) take the same targets.
@@ -14,6 +16,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int
     Args:
         shuffle_seed: shuffle with this seed, reshuffling each epoch; None keeps the order
             (validation and test).
+        augment: a function from an unbatched dataset to an augmented one (training only),
+            applied after the cache so each epoch draws new augmentations.
     """
     import tensorflow as tf
 
@@ -22,4 +26,6 @@ def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if augment is not None:
+        ds = augment(ds)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -11,24 +11,29 @@ from typing import Annotated, Literal
 from keras import layers
 from pydantic import Field
 
+from zoo.errors import RecipeError
+
 Activation = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "swish", "sigmoid", "tanh"]
 Normalization = Literal["batch", "layer", "group", "none"]
 Initializer = Literal[
     "he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "lecun_normal", "zeros"
 ]
+NormPosition = Literal["pre", "post"]
+Padding = Literal["same", "valid", "causal"]
 Pooling = Literal["max", "avg", "strided", "none"]
 Head = Literal["flatten", "global_avg", "global_max"]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
+# `alpha` is the negative slope of leaky_relu and the saturation value of elu; others ignore it.
 ACTIVATIONS = {
-    "relu": lambda name: layers.ReLU(name=name),
-    "leaky_relu": lambda name: layers.LeakyReLU(negative_slope=0.01, name=name),
-    "prelu": lambda name: layers.PReLU(name=name),
-    "elu": lambda name: layers.ELU(name=name),
-    "gelu": lambda name: layers.Activation("gelu", name=name),
-    "swish": lambda name: layers.Activation("silu", name=name),
-    "sigmoid": lambda name: layers.Activation("sigmoid", name=name),
-    "tanh": lambda name: layers.Activation("tanh", name=name),
+    "relu": lambda name, alpha: layers.ReLU(name=name),
+    "leaky_relu": lambda name, alpha: layers.LeakyReLU(negative_slope=alpha, name=name),
+    "prelu": lambda name, alpha: layers.PReLU(name=name),
+    "elu": lambda name, alpha: layers.ELU(alpha=alpha, name=name),
+    "gelu": lambda name, alpha: layers.Activation("gelu", name=name),
+    "swish": lambda name, alpha: layers.Activation("silu", name=name),
+    "sigmoid": lambda name, alpha: layers.Activation("sigmoid", name=name),
+    "tanh": lambda name, alpha: layers.Activation("tanh", name=name),
 }
 
 NORMALIZATIONS = {
@@ -71,8 +76,8 @@ def spatial_rank(x) -> int:
     return len(x.shape) - 2
 
 
-def activation(kind: str, name: str) -> layers.Layer:
-    return ACTIVATIONS[kind](name)
+def activation(kind: str, name: str, alpha: float = 0.01) -> layers.Layer:
+    return ACTIVATIONS[kind](name, alpha)
 
 
 def normalization(kind: str, name: str, groups: int = 1) -> layers.Layer | None:
@@ -80,22 +85,44 @@ def normalization(kind: str, name: str, groups: int = 1) -> layers.Layer | None:
     return None if factory is None else factory(name, groups)
 
 
-def norm_act(x, normalization_kind: str, activation_kind: str, prefix: str, groups: int):
-    """Normalization (if any) then activation, the usual post-linear order."""
+def norm_act(x, prefix: str, *, normalization_kind: str, activation_kind: str, groups: int,
+             position: str = "pre", alpha: float = 0.01):
+    """Normalization and activation after a linear layer: `pre` normalizes before the
+    activation (the usual conv-BN-ReLU), `post` after it."""
     norm = normalization(normalization_kind, f"{prefix}_norm", groups)
-    if norm is not None:
+    act = activation(activation_kind, f"{prefix}_act", alpha)
+    if norm is not None and position == "pre":
         x = norm(x)
-    return activation(activation_kind, f"{prefix}_act")(x)
+    x = act(x)
+    if norm is not None and position == "post":
+        x = norm(x)
+    return x
+
+
+def check_groups(normalization_kind: str, groups: int, widths) -> None:
+    """Group normalization needs the group count to divide every width."""
+    if normalization_kind != "group":
+        return
+    bad = [w for w in widths if w % groups]
+    if bad:
+        raise RecipeError(f"model.norm_groups: {groups} groups must divide every width; "
+                          f"{bad} are not multiples (received norm_groups={groups})")
 
 
 def conv(rank: int, filters: int, kernel_size: int, name: str, *, strides: int = 1,
          use_bias: bool = True, initializer: str = "he_normal", regularizer=None,
-         padding: str = "same", activation_name: str | None = None) -> layers.Layer:
+         padding: str = "same", dilation: int = 1, groups: int = 1,
+         activation_name: str | None = None) -> layers.Layer:
     return _CONVS[rank](
-        filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-        kernel_initializer=INITIALIZERS[initializer], kernel_regularizer=regularizer,
-        activation=activation_name, name=name,
+        filters, kernel_size, strides=strides, padding=padding, dilation_rate=dilation,
+        groups=groups, use_bias=use_bias, kernel_initializer=INITIALIZERS[initializer],
+        kernel_regularizer=regularizer, activation=activation_name, name=name,
     )
+
+
+def spatial_dropout(rate: float, rank: int, name: str) -> layers.Layer:
+    """Dropout of whole channels, the form that regularizes convolutions."""
+    return (layers.SpatialDropout1D if rank == 1 else layers.SpatialDropout2D)(rate, name=name)
 
 
 def pool(kind: str, rank: int, name: str) -> layers.Layer | None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from keras import initializers, layers
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from zoo.errors import RecipeError
 from zoo.models import _blocks
-from zoo.models._blocks import Activation, Fraction, Head, Initializer, Normalization, Pooling
+from zoo.models._blocks import (
+    Activation,
+    Fraction,
+    Head,
+    Initializer,
+    Normalization,
+    NormPosition,
+    Padding,
+    Pooling,
+)
 from zoo.models.registry import register_model
 
 
@@ -21,13 +32,20 @@ def cnn(
     widths: tuple[PositiveInt, ...] = (32, 64),
     convs_per_block: PositiveInt = 2,
     kernel_size: PositiveInt = 3,
+    strides: PositiveInt = 1,
+    padding: Padding = "same",
+    dilation: PositiveInt = 1,
+    groups: PositiveInt = 1,
     pooling: Pooling = "max",
     head: Head = "global_avg",
     dense: tuple[PositiveInt, ...] = (),
     activation: Activation = "relu",
+    activation_alpha: Annotated[float, Field(ge=0.0)] = 0.01,
     normalization: Normalization = "batch",
+    norm_position: NormPosition = "pre",
     norm_groups: PositiveInt = 4,
     dropout: Fraction = 0.0,
+    spatial_dropout: Fraction = 0.0,
     residual: bool = False,
     initializer: Initializer = "he_normal",
 ):
@@ -37,54 +55,85 @@ def cnn(
         widths: channels of each block; each block ends with a 2x downsampling.
         convs_per_block: convolutions (conv, norm, activation) in each block.
         kernel_size: kernel size of every convolution.
+        strides: stride of each block's first convolution.
+        padding: `same`, `valid`, or `causal` (sequences only) for every convolution.
+        dilation: dilation rate of every convolution (needs strides 1).
+        groups: grouped convolutions: applied to every convolution whose input channels it
+            divides (so not to the first one on 1- or 3-channel data).
         pooling: the downsampling after each block: a max or average pool, a stride-2
             convolution (`strided`), or none.
         head: how the feature map becomes a vector: flatten or global average/max pooling.
         dense: units of hidden dense layers between the head and the classifier.
         activation: nonlinearity after every convolution and hidden dense layer.
-        normalization: normalization between each convolution and its activation.
+        activation_alpha: negative slope of leaky_relu, saturation of elu.
+        normalization: normalization of every convolution and hidden dense layer.
+        norm_position: `pre` normalizes before the activation, `post` after it.
         norm_groups: groups for `normalization: group` (must divide every width).
         dropout: rate of the dropout before each dense layer; 0 adds no Dropout layer.
-        residual: add each block's input to its output (a 1x1 projection when widths differ).
+        spatial_dropout: rate of channel dropout after each block; 0 adds none.
+        residual: add each block's input to its output (a 1x1 projection when shapes differ).
         initializer: kernel initializer of every convolution and dense layer.
     """
     rank = _blocks.spatial_rank(x)
-    if rank not in (1, 2):
-        raise RecipeError(f"model.name: cnn takes sequences or images, the data has shape "
-                          f"{tuple(x.shape[1:])}")
-    use_bias = normalization == "none"
+    _check_conv_arguments(rank, x, widths, strides, dilation, groups, padding)
+    _blocks.check_groups(normalization, norm_groups, (*widths, *dense))
+    style = {"normalization_kind": normalization, "activation_kind": activation,
+             "groups": norm_groups, "position": norm_position, "alpha": activation_alpha}
+    # A bias is redundant right before a normalization layer, which re-centres anyway.
+    use_bias = normalization == "none" or norm_position == "post"
+    conv_options = {"use_bias": use_bias, "initializer": initializer, "regularizer": regularizer,
+                    "padding": padding, "dilation": dilation}
     for b, width in enumerate(widths, start=1):
         block_input = x
         for c in range(1, convs_per_block + 1):
-            x = _blocks.conv(rank, width, kernel_size, f"block{b}_conv{c}", use_bias=use_bias,
-                             initializer=initializer, regularizer=regularizer)(x)
-            x = _blocks.norm_act(x, normalization, activation, f"block{b}_conv{c}", norm_groups)
+            conv_groups = groups if x.shape[-1] % groups == 0 else 1
+            x = _blocks.conv(rank, width, kernel_size, f"block{b}_conv{c}",
+                             strides=strides if c == 1 else 1, groups=conv_groups,
+                             **conv_options)(x)
+            x = _blocks.norm_act(x, f"block{b}_conv{c}", **style)
         if residual:
             shortcut = block_input
-            if block_input.shape[-1] != width:
+            if tuple(block_input.shape[1:]) != tuple(x.shape[1:]):
                 shortcut = _blocks.conv(rank, width, 1, f"block{b}_proj", use_bias=False,
-                                        initializer=initializer,
+                                        strides=strides, initializer=initializer,
                                         regularizer=regularizer)(block_input)
             x = _blocks.add([x, shortcut], f"block{b}_add")
         if pooling == "strided":
             x = _blocks.conv(rank, width, kernel_size, f"block{b}_down", strides=2,
-                             use_bias=use_bias, initializer=initializer,
-                             regularizer=regularizer)(x)
-            x = _blocks.norm_act(x, normalization, activation, f"block{b}_down", norm_groups)
+                             **{**conv_options, "padding": "same", "dilation": 1})(x)
+            x = _blocks.norm_act(x, f"block{b}_down", **style)
         else:
             pool = _blocks.pool(pooling, rank, f"block{b}_pool")
             if pool is not None:
                 x = pool(x)
+        if spatial_dropout > 0:
+            x = _blocks.spatial_dropout(spatial_dropout, rank, f"block{b}_spatial_dropout")(x)
     x = _blocks.head(head, rank)(x)
     for d, units in enumerate(dense, start=1):
         if dropout > 0:
             x = layers.Dropout(dropout, name=f"dense{d}_dropout")(x)
         x = _blocks.dense(units, f"dense{d}", use_bias=use_bias, initializer=initializer,
                           regularizer=regularizer)(x)
-        x = _blocks.norm_act(x, normalization, activation, f"dense{d}", norm_groups)
+        x = _blocks.norm_act(x, f"dense{d}", **style)
     if dropout > 0:
         x = layers.Dropout(dropout, name="classifier_dropout")(x)
     return _blocks.classifier(x, num_classes, regularizer, initializer)
+
+
+def _check_conv_arguments(rank, x, widths, strides, dilation, groups, padding) -> None:
+    if rank not in (1, 2):
+        raise RecipeError(f"model.name: cnn takes sequences or images, the data has shape "
+                          f"{tuple(x.shape[1:])}")
+    if strides > 1 and dilation > 1:
+        raise RecipeError(f"model.dilation: a dilation of {dilation} needs model.strides=1 "
+                          f"(received strides={strides}); Keras convolutions cannot do both")
+    if padding == "causal" and rank != 1:
+        raise RecipeError("model.padding: causal padding is for sequences; use same or valid "
+                          "for images (received 'causal')")
+    bad = [w for w in widths if w % groups]
+    if bad:
+        raise RecipeError(f"model.groups: {groups} groups must divide every width; {bad} are "
+                          f"not multiples (received groups={groups})")
 
 
 @register_model

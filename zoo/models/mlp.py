@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from keras import layers
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from zoo.models import _blocks
-from zoo.models._blocks import Activation, Fraction, Initializer, Normalization
+from zoo.models._blocks import Activation, Fraction, Initializer, Normalization, NormPosition
 from zoo.models.registry import register_model
 
 
@@ -19,7 +21,9 @@ def mlp(
     *,
     widths: tuple[PositiveInt, ...] = (128, 128),
     activation: Activation = "relu",
+    activation_alpha: Annotated[float, Field(ge=0.0)] = 0.01,
     normalization: Normalization = "none",
+    norm_position: NormPosition = "pre",
     norm_groups: PositiveInt = 4,
     dropout: Fraction = 0.0,
     residual: bool = False,
@@ -30,19 +34,25 @@ def mlp(
     Args:
         widths: units of each hidden layer.
         activation: nonlinearity after each hidden layer.
-        normalization: normalization between each dense layer and its activation.
+        activation_alpha: negative slope of leaky_relu, saturation of elu.
+        normalization: normalization of each hidden layer.
+        norm_position: `pre` normalizes before the activation, `post` after it.
         norm_groups: groups for `normalization: group` (must divide every width).
         dropout: rate of the dropout after each hidden block; 0 adds no Dropout layer.
         residual: add each block's input to its output (a linear projection when widths differ).
         initializer: kernel initializer of every dense layer.
     """
+    _blocks.check_groups(normalization, norm_groups, widths)
+    style = {"normalization_kind": normalization, "activation_kind": activation,
+             "groups": norm_groups, "position": norm_position, "alpha": activation_alpha}
+    # A bias is redundant right before a normalization layer, which re-centres anyway.
+    use_bias = normalization == "none" or norm_position == "post"
     x = layers.Flatten(name="flatten")(x)
     for i, width in enumerate(widths, start=1):
         block_input = x
-        # A bias is redundant right before a normalization layer, which re-centres anyway.
-        x = _blocks.dense(width, f"block{i}_dense", use_bias=normalization == "none",
+        x = _blocks.dense(width, f"block{i}_dense", use_bias=use_bias,
                           initializer=initializer, regularizer=regularizer)(x)
-        x = _blocks.norm_act(x, normalization, activation, f"block{i}", norm_groups)
+        x = _blocks.norm_act(x, f"block{i}", **style)
         if residual:
             shortcut = block_input
             if block_input.shape[-1] != width:
