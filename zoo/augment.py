@@ -139,6 +139,39 @@ def augment_batch(x, ops: list[_Op], seed: int, mean: float, std: float):
     return next(iter(out))[0].numpy()
 
 
+def preview(recipe, path, samples: int = 6, variants: int = 4):
+    """Write a PNG grid of training examples and augmented versions of them.
+
+    Args:
+        recipe: a recipe whose `data.augmentation` is not empty.
+        path: the PNG to write.
+        samples: examples (rows).
+        variants: augmented versions of each (columns after the original).
+
+    Returns:
+        The path written.
+    """
+    from pathlib import Path
+
+    from zoo import plots
+    from zoo.data import load_dataset
+    from zoo.errors import RecipeError
+
+    ops = recipe.data.augmentation
+    if not ops:
+        raise RecipeError(f"{recipe.name}: data.augmentation is empty, nothing to preview; "
+                          "add ops in the recipe or override data.augmentation=[{op: ...}]")
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    x = splits.x_train[:samples]
+    mean, std = float(splits.x_train.mean()), float(splits.x_train.std())
+    augmented = [augment_batch(x, ops, recipe.seed + v, mean, std) for v in range(variants)]
+    listed = ", ".join(op.op for op in ops)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return plots.augmentation_grid(x, augmented, splits.kind, path,
+                                   f"{recipe.name}: {listed}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The ops. Each takes one example x (H, W, C) or (L, C), its op spec, a seed of shape [2],
 # and the training mean and std.

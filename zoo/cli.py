@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
     train.set_defaults(handler=_train)
 
+    preview = commands.add_parser("augment-preview",
+                                  help="write a PNG grid of original and augmented samples")
+    preview.add_argument("recipe")
+    preview.add_argument("overrides", nargs="*", metavar="key=value")
+    preview.add_argument("--out", default=None,
+                         help="PNG path (default build/augment-preview/<recipe>.png)")
+    preview.add_argument("--samples", type=int, default=6)
+    preview.set_defaults(handler=_augment_preview)
+
     listing = commands.add_parser("list", help="list models, datasets or recipes")
     listing.add_argument("what", choices=["models", "datasets", "recipes", "all"])
     listing.set_defaults(handler=_list)
@@ -92,6 +101,18 @@ def _train(args) -> int:
     print(f"model          {result.model_path}")
     if args.json:
         print(json.dumps(result.summary()))
+    return 0
+
+
+def _augment_preview(args) -> int:
+    from zoo import paths
+    from zoo.augment import preview
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = args.out or paths.project_root() / "build" / "augment-preview" / (
+        recipe.name.replace("/", "_") + ".png")
+    print(f"zoo: wrote {preview(recipe, out, samples=args.samples)}")
     return 0
 
 

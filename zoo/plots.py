@@ -69,3 +69,34 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def augmentation_grid(originals: np.ndarray, variants: Sequence[np.ndarray], kind: str,
+                      path: Path, title: str) -> Path:
+    """One row per example: the original, then each augmented variant."""
+    plt = _pyplot()
+    rows, columns = len(originals), 1 + len(variants)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns + 0.5, 1.3 * rows + 0.6),
+                             squeeze=False)
+    for r in range(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            sample = originals[r] if c == 0 else variants[c - 1][r]
+            if kind == "image":
+                image = sample[..., 0] if sample.shape[-1] == 1 else sample
+                low, high = float(originals.min()), float(originals.max())
+                if image.ndim == 3:  # colour: scale to [0, 1] for imshow
+                    image = np.clip((image - low) / max(high - low, 1e-9), 0, 1)
+                ax.imshow(image, cmap="gray", vmin=low, vmax=high)
+            else:
+                ax.plot(originals[r][:, 0], color="0.75", linewidth=1)
+                ax.plot(sample[:, 0], linewidth=1.2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if c == 0 else f"augmented {c}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

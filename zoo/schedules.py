@@ -54,27 +54,26 @@ class LearningRateController(keras.callbacks.Callback):
         self.section = section
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * epochs
-        self.step = 0
+        self.epoch = 0
         self.plateau_scale = 1.0
         self._best = math.inf
         self._wait = 0
         self._current: float | None = None
 
-    def _apply(self) -> None:
+    # Only batch *begin* hooks: a batch-end hook would make Keras wait for every batch's logs.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self._apply(epoch * self.steps_per_epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._apply(self.epoch * self.steps_per_epoch + batch)
+
+    def _apply(self, step: int) -> None:
         rate = self.plateau_scale * learning_rate_at(
-            self.section, self.step, self.steps_per_epoch, self.total_steps)
+            self.section, step, self.steps_per_epoch, self.total_steps)
         if rate != self._current:  # assigning costs a little; constant rates never re-assign
             self.model.optimizer.learning_rate = rate
             self._current = rate
-
-    def on_train_begin(self, logs=None):
-        self._apply()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._apply()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
