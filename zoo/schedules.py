@@ -59,6 +59,9 @@ class LearningRateController(keras.callbacks.Callback):
         self._best = math.inf
         self._wait = 0
         self._current: float | None = None
+        # Constant, step and plateau rates change only between epochs; skip the per-batch work.
+        self._per_batch = section.warmup_epochs > 0 or section.schedule in (
+            "exponential", "inverse_time", "cosine")
 
     # Only batch *begin* hooks: a batch-end hook would make Keras wait for every batch's logs.
     def on_epoch_begin(self, epoch, logs=None):
@@ -66,7 +69,8 @@ class LearningRateController(keras.callbacks.Callback):
         self._apply(epoch * self.steps_per_epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._apply(self.epoch * self.steps_per_epoch + batch)
+        if self._per_batch:
+            self._apply(self.epoch * self.steps_per_epoch + batch)
 
     def _apply(self, step: int) -> None:
         rate = self.plateau_scale * learning_rate_at(

@@ -228,7 +228,11 @@ def _log_artifacts(run, prepared: Prepared, history, model_path: Path) -> None:
     from zoo import plots
 
     recipe, splits = prepared.recipe, prepared.splits
-    probabilities = prepared.model.predict(prepared.test_data, verbose=0)
+    # Direct calls in batches: no predict() graph to trace for one pass over the test split.
+    x_test = splits.x_test
+    probabilities = np.concatenate([
+        keras.ops.convert_to_numpy(prepared.model(x_test[i:i + 1024], training=False))
+        for i in range(0, len(x_test), 1024)])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "recipe.yaml").write_text(recipe.to_yaml())
