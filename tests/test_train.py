@@ -112,31 +112,33 @@ def test_nan_loss_fails_the_run_with_advice(mlflow_client, model_dir):
     assert not model_dir.exists() or not list(model_dir.rglob("*.keras"))
 
 
-def test_sigterm_marks_the_run_killed(mlflow_client, tmp_path):
+def test_sigterm_stops_training_and_marks_the_run_killed(mlflow_client, tmp_path):
     name = f"sigterm-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "ZOO_HOME": str(tmp_path)}
     command = [sys.executable, "-m", "zoo.cli", "train", str(REPO / "recipes/digits/mlp.yaml"),
                f"name={name}", "training.epochs=10000"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        experiment = None
-        deadline = time.monotonic() + 120
-        runs = []
-        while time.monotonic() < deadline and not runs:
-            time.sleep(1)
-            experiment = experiment or mlflow_client.get_experiment_by_name("digits")
-            if experiment is not None:
-                runs = mlflow_client.search_runs(
-                    [experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
-        assert runs and runs[0].info.status == "RUNNING"
-        time.sleep(2)  # let it train a little
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130
-    assert "KILLED" in stderr
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            runs, deadline = [], time.monotonic() + 180
+            while time.monotonic() < deadline and not runs:
+                time.sleep(1)
+                experiment = mlflow_client.get_experiment_by_name("digits")
+                if experiment is not None:
+                    runs = mlflow_client.search_runs(
+                        [experiment.experiment_id],
+                        filter_string=f"attributes.run_name = '{name}'")
+            assert runs and runs[0].info.status == "RUNNING"
+            time.sleep(2)  # let it train a little
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        finally:
+            process.kill()
+    message = log.read_text()
+    assert process.returncode == 130, message
+    assert "SIGTERM: stopping after this batch" in message
+    assert "marked KILLED" in message
     assert mlflow_client.get_run(runs[0].info.run_id).info.status == "KILLED"
     assert not list(tmp_path.rglob("*.keras"))
 

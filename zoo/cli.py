@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 
 EXIT_USER_ERROR = 2
@@ -21,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = _parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
 
+    from zoo import interrupt
     from zoo.errors import ZooError
 
+    interrupt.install()
     try:
         return args.handler(args) or 0
     except ZooError as err:
@@ -34,10 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         print("zoo: interrupted; any MLflow run was marked KILLED and no model file was "
               "written", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo import paths
+from zoo import interrupt, paths
 from zoo.augment import augment_dataset
 from zoo.data import Splits, load_dataset, make_dataset
 from zoo.errors import TrainingError
@@ -185,14 +185,15 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(_MlflowEpochLogger(run))
     all_callbacks.extend(callbacks)
 
-    fit = model.fit(
-        prepared.train_data,
-        validation_data=prepared.val_data,
-        epochs=prepared.epochs,
-        shuffle=False,  # the tf.data pipeline shuffles, with the recipe's seed
-        callbacks=all_callbacks,
-        verbose=verbose,
-    )
+    with interrupt.stoppable(model):
+        fit = model.fit(
+            prepared.train_data,
+            validation_data=prepared.val_data,
+            epochs=prepared.epochs,
+            shuffle=False,  # the tf.data pipeline shuffles, with the recipe's seed
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     losses = history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
