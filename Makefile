@@ -14,11 +14,11 @@ ARGS ?=
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train augment-preview test test-full lint ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  make <recipe>  train one recipe, e.g. make mnist1d/cnn_paper; recipes:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  make <recipe>        train one recipe, e.g. make mnist1d/cnn_paper; recipes:"
 	@printf '    %s\n' $(RECIPES)
 
 setup: $(ENV) ## create .venv with the pinned dependencies (GPU=1 for the CUDA build of TensorFlow)
@@ -38,6 +38,9 @@ train: $(ENV) ## train RECIPE (default mnist1d/cnn_paper) with overrides ARGS="k
 
 $(RECIPES): $(ENV)
 	$(ZOO) train $@ $(ARGS)
+
+augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
+	$(ZOO) augment-preview $(RECIPE) $(ARGS)
 
 list: $(ENV) ## list models, datasets and recipes
 	$(ZOO) list all

@@ -1,4 +1,4 @@
-"""Augmentation ops: shapes kept, data changed, seeded streams, ops refused where they do not fit."""
+"""Augmentation ops: shapes kept, data changed, seeded streams, misfits refused at load."""
 
 from __future__ import annotations
 

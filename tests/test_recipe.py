@@ -81,6 +81,21 @@ def test_bad_recipe_is_refused_with_one_line_naming_the_key(tmp_path, text, over
         assert piece in message, f"{piece!r} not in {message!r}"
 
 
+@pytest.mark.parametrize("text,overrides,pieces",
+                         [case[1:] for case in BAD_RECIPES], ids=[c[0] for c in BAD_RECIPES])
+def test_cli_exits_2_with_that_line_and_starts_no_run(tmp_path, capsys, mlflow_client, text,
+                                                      overrides, pieces):
+    before = run_count(mlflow_client)
+    path = write(tmp_path, text or GOOD)
+    status = cli.main(["train", str(path), *overrides])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.err.startswith("zoo: error: ") and captured.err.count("\n") == 1
+    assert all(piece in captured.err for piece in pieces), captured.err
+    assert "Traceback" not in captured.err
+    assert run_count(mlflow_client) == before
+
+
 def test_missing_recipe_lists_known_ones():
     with pytest.raises(RecipeError, match="recipe not found: mnist1d/nope.*mnist1d/cnn_paper"):
         load_recipe("mnist1d/nope")
@@ -91,17 +106,6 @@ def test_extends_cycle_is_refused(tmp_path):
     write(tmp_path, "extends: a.yaml\n", "b.yaml")
     with pytest.raises(RecipeError, match="cycle"):
         load_recipe(tmp_path / "a.yaml")
-
-
-def test_cli_exits_2_before_any_run_starts(tmp_path, capsys, mlflow_client):
-    before = run_count(mlflow_client)
-    path = write(tmp_path, GOOD)
-    status = cli.main(["train", str(path), "model.dropout=1.5"])
-    err = capsys.readouterr().err
-    assert status == 2
-    assert err.startswith("zoo: error: ") and err.count("\n") == 1
-    assert "model.dropout" in err and "1.5" in err
-    assert run_count(mlflow_client) == before
 
 
 def test_cli_prints_no_traceback_for_user_errors(tmp_path, mlflow_store):

@@ -46,8 +46,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Monitor = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
+
+
 class EarlyStopping(_Section):
-    monitor: str = "val_loss"
+    monitor: Monitor = "val_loss"
     patience: PositiveInt = 10
     min_delta: NonNegativeFloat = 0.0
     restore_best_weights: bool = True
@@ -119,7 +122,7 @@ class OptimizerSection(_Section):
     drop_every: PositiveInt = 10
     factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     decay_rate: PositiveFloat = 0.9
-    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    monitor: Monitor = "val_loss"
     patience: PositiveInt = 5
     min_delta: NonNegativeFloat = 0.0
 
