@@ -51,6 +51,34 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
     train.set_defaults(handler=_train)
 
+    tune = commands.add_parser("tune", help="tune a recipe's tune.space with Keras Tuner",
+                               description="Search the recipe's tune.space; each trial is an "
+                               "MLflow child run. Running it again resumes the search.")
+    tune.add_argument("recipe")
+    tune.add_argument("overrides", nargs="*", metavar="key=value")
+    tune.add_argument("--overwrite", action="store_true",
+                      help="discard a saved search of this recipe instead of resuming it")
+    tune.add_argument("--refine", action="store_true",
+                      help="second pass over a narrower space around the best trials")
+    tune.add_argument("--workers", type=int, default=0,
+                      help="run Keras Tuner's chief and N workers on this machine")
+    tune.set_defaults(handler=_tune)
+
+    role = commands.add_parser("tune-role")  # internal: a chief or worker process
+    role.add_argument("recipe")
+    role.add_argument("--directory", required=True)
+    role.add_argument("--parent-run", required=True)
+    role.set_defaults(handler=_tune_role)
+
+    server = commands.add_parser("server", help="MLflow tracking server for concurrent writers")
+    server.add_argument("--backend", default=None,
+                        help="backend store URI (default: the zoo's SQLite store; e.g. "
+                        "postgresql://user:password@host/db)")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1: this machine only)")
+    server.add_argument("--port", type=int, default=5000)
+    server.set_defaults(handler=_server)
+
     preview = commands.add_parser("augment-preview",
                                   help="write a PNG grid of original and augmented samples")
     preview.add_argument("recipe")
@@ -97,6 +125,45 @@ def _train(args) -> int:
     print(f"model          {result.model_path}")
     if args.json:
         print(json.dumps(result.summary()))
+    return 0
+
+
+def _tune(args) -> int:
+    from zoo.recipe import load_recipe
+    from zoo.tune import refine, tune
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.refine:
+        result = refine(recipe, workers=args.workers)
+    else:
+        result = tune(recipe, overwrite=args.overwrite, workers=args.workers)
+    print(f"\nbest           {json.dumps(result.best_values)}")
+    print(f"{recipe.tune.objective.name:<14} {result.best_score:.4f}")
+    print(f"mlflow run     {result.parent_run_id} (parent; one child run per trial)")
+    print(f"tuned recipe   {result.tuned_recipe_path} (train it with `zoo train "
+          f"{result.tuned_recipe_path}`)")
+    return 0
+
+
+def _tune_role(args) -> int:
+    from pathlib import Path
+
+    from zoo.recipe import load_recipe
+    from zoo.tune import run_role
+
+    run_role(load_recipe(args.recipe), Path(args.directory), args.parent_run)
+    return 0
+
+
+def _server(args) -> int:
+    from zoo import server, tracking
+
+    backend = args.backend or tracking.tracking_uri()
+    print(f"zoo: MLflow tracking server over {backend} on http://{args.host}:{args.port}; "
+          f"point workers at it with MLFLOW_TRACKING_URI=http://{args.host}:{args.port}")
+    sys.stdout.flush()
+    command = server.server_command(backend, args.host, args.port, workers=4)
+    os.execv(command[0], command)
     return 0
 
 

@@ -24,6 +24,9 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,9 +36,9 @@ from zoo import paths
 from zoo.augment import AugmentationOp, check_ops_fit
 from zoo.errors import RecipeError, UnknownNameError
 
-# Keys that label a run rather than configure it; the fingerprint leaves them out so that runs of
-# one configuration over several seeds share a fingerprint.
-_NOT_FINGERPRINTED = ("name", "seed")
+# Keys that label a run or drive a search rather than configure the training; the fingerprint
+# leaves them out so that runs of one configuration over several seeds share a fingerprint.
+_NOT_FINGERPRINTED = ("name", "seed", "tune")
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -135,6 +138,70 @@ class TrainingSection(_Section):
     loss: Literal["crossentropy", "mse"] = "crossentropy"
 
 
+class FloatDimension(_Section):
+    type: Literal["float"]
+    min: float
+    max: float
+    sampling: Literal["linear", "log"] = "linear"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatDimension:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError(f"log sampling needs min > 0 (received min={self.min})")
+        return self
+
+
+class IntDimension(_Section):
+    type: Literal["int"]
+    min: int
+    max: int
+    step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntDimension:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class ChoiceDimension(_Section):
+    type: Literal["choice"]
+    values: list[StrictBool | StrictInt | StrictFloat | str] = Field(min_length=1)
+
+
+class BoolDimension(_Section):
+    type: Literal["bool"]
+
+
+Dimension = Annotated[FloatDimension | IntDimension | ChoiceDimension | BoolDimension,
+                      Field(discriminator="type")]
+
+
+class Objective(_Section):
+    name: Monitor = "val_accuracy"
+    direction: Literal["max", "min"] = "max"
+
+
+class TuneSection(_Section):
+    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    objective: Objective = Objective()
+    max_trials: PositiveInt = 10
+    executions_per_trial: PositiveInt = 1
+    max_epochs: PositiveInt = 30  # hyperband: the largest budget of one trial
+    seed: NonNegativeInt = 0
+    space: dict[str, Dimension] = {}
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_shorthand(cls, value: Any) -> Any:
+        # `objective: val_loss` is accepted for {name: val_loss, direction: min}.
+        if isinstance(value, str):
+            return {"name": value, "direction": "min" if value.endswith("loss") else "max"}
+        return value
+
+
 class Recipe(_Section):
     name: str
     seed: NonNegativeInt = 0
@@ -143,6 +210,7 @@ class Recipe(_Section):
     regularization: RegularizationSection = RegularizationSection()
     optimizer: OptimizerSection = OptimizerSection()
     training: TrainingSection = TrainingSection()
+    tune: TuneSection = TuneSection()
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -157,7 +225,8 @@ class Recipe(_Section):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the resolved recipe without name and seed: it identifies a configuration."""
+        """sha256 of the resolved recipe without name, seed and tune: it identifies a
+        configuration."""
         config = {k: v for k, v in self.resolved().items() if k not in _NOT_FINGERPRINTED}
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -274,8 +343,37 @@ def validate(raw: dict[str, Any], source: Path | None = None,
     resolved = recipe.model_dump(mode="json")
     resolved["model"] = {"name": recipe.model.name, **args}
     final = Recipe.model_validate(resolved)
+    _check_space(final, where, override_keys)
     final._source = source
     return final
+
+
+def _check_space(recipe: Recipe, where: str, override_keys: set[str]) -> None:
+    """Every tuned key must be a recipe key, and every value in its range must be valid."""
+    flat = recipe.flat()
+    for key, dimension in recipe.tune.space.items():
+        origin = f"tune.space.{key}"
+        if key not in flat or key.startswith("tune."):
+            known = ", ".join(k for k in flat if not k.startswith(("tune.", "name", "seed")))
+            raise RecipeError(_one_line(where, origin, f"not a recipe key; tunable keys: {known}",
+                                        key, override_keys))
+        for value in _corner_values(dimension):
+            raw = {k: v for k, v in recipe.resolved().items() if k != "tune"}
+            _set_dotted(raw, key, value)
+            try:
+                validate(raw)
+            except RecipeError as err:
+                raise RecipeError(_one_line(
+                    where, origin, f"the value {value!r} in its range is not allowed: "
+                    f"{str(err).split(': ', 2)[-1]}", {}, override_keys)) from None
+
+
+def _corner_values(dimension) -> list[Any]:
+    if dimension.type == "choice":
+        return list(dimension.values)
+    if dimension.type == "bool":
+        return [True, False]
+    return [dimension.min, dimension.max]
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:

@@ -151,15 +151,25 @@ class TrackedRun:
 
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = None,
-              parent_run_id: str | None = None) -> Iterator[TrackedRun]:
-    """Open a run; it ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM."""
+              parent_run_id: str | None = None,
+              resume_run_id: str | None = None) -> Iterator[TrackedRun]:
+    """Open a run; it ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM.
+
+    Args:
+        resume_run_id: reopen this run (set it RUNNING again) instead of creating one.
+    """
     mlflow_client = client()
-    experiment_id = ensure_experiment(mlflow_client, experiment)
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    run = TrackedRun(mlflow_client, mlflow_client.create_run(
-        experiment_id, run_name=run_name, tags=all_tags))
+    if resume_run_id:
+        mlflow_client.update_run(resume_run_id, status="RUNNING")
+        run = TrackedRun(mlflow_client, mlflow_client.get_run(resume_run_id))
+        run.set_tags(all_tags)
+    else:
+        experiment_id = ensure_experiment(mlflow_client, experiment)
+        run = TrackedRun(mlflow_client, mlflow_client.create_run(
+            experiment_id, run_name=run_name, tags=all_tags))
     status = "FAILED"
     try:
         yield run

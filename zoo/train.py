@@ -39,6 +39,7 @@ class Result:
     experiment_id: str | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)  # the trained keras.Model
+    fit_seconds: float = 0.0  # time inside model.fit alone
 
     def summary(self) -> dict[str, Any]:
         """The JSON object `zoo train --json` prints."""
@@ -134,7 +135,9 @@ def _augmentation(recipe: Recipe, splits: Splits):
 
 
 def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
-          callbacks: Sequence[Any] = (), model_dir: Path | None = None) -> Result:
+          callbacks: Sequence[Any] = (), model_dir: Path | None = None,
+          run_name: str | None = None, parent_run_id: str | None = None,
+          tags: dict[str, Any] | None = None) -> Result:
     """Train a recipe end to end.
 
     Args:
@@ -143,6 +146,9 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks (e.g. monitors).
         model_dir: where the `.keras` file goes; default `models/` in the project.
+        run_name: MLflow run name (default: the recipe name).
+        parent_run_id: nest the run under this MLflow run (tuning trials, ablation cells).
+        tags: extra MLflow tags.
 
     Returns:
         The `Result`, with test metrics, the model path and a hash of the weights.
@@ -157,14 +163,16 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         return _fit_and_save(prepared, None, verbose, callbacks, model_path, started)
     from zoo import tracking
 
-    tags = {
+    all_tags = {
         "zoo.recipe": recipe.name,
         "zoo.recipe_path": _display_path(recipe.source),
         "zoo.fingerprint": recipe.fingerprint,
         "zoo.seed": recipe.seed,
         **tracking.environment_tags(),
+        **(tags or {}),
     }
-    with tracking.start_run(prepared.splits.name, recipe.name, tags) as run:
+    with tracking.start_run(prepared.splits.name, run_name or recipe.name, all_tags,
+                            parent_run_id=parent_run_id) as run:
         run.log_params(recipe.flat())
         return _fit_and_save(prepared, run, verbose, callbacks, model_path, started)
 
@@ -185,6 +193,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(_MlflowEpochLogger(run))
     all_callbacks.extend(callbacks)
 
+    fit_started = time.perf_counter()
     with interrupt.stoppable(model):
         fit = model.fit(
             prepared.train_data,
@@ -194,6 +203,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
             callbacks=all_callbacks,
             verbose=verbose,
         )
+    fit_seconds = time.perf_counter() - fit_started
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     losses = history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
@@ -216,6 +226,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         seconds=time.perf_counter() - started,
         history=history,
         model=model,
+        fit_seconds=fit_seconds,
     )
     if run is not None:
         result.run_id, result.experiment_id = run.run_id, run.experiment_id

@@ -1,0 +1,69 @@
+"""A local MLflow tracking server, for concurrent writers (distributed tuning) or a team.
+
+It binds 127.0.0.1 unless told otherwise. The backend is the zoo's SQLite store by default, or
+any SQLAlchemy URI such as postgresql://user:password@host/db.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+from zoo import tracking
+from zoo.errors import ZooError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command(backend_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+               "--host", host, "--port", str(port), "--workers", str(workers)]
+    artifact_root = tracking.local_artifact_root(backend_uri)
+    if artifact_root is not None:
+        command += ["--default-artifact-root", artifact_root.as_uri()]
+    return command
+
+
+@contextlib.contextmanager
+def local_server_if_needed(uri: str) -> Iterator[str]:
+    """Yield a URI several processes can log to at once: `uri` itself when it is already a
+    server, else a temporary MLflow server on 127.0.0.1 over it."""
+    if uri.startswith(("http://", "https://")):
+        yield uri
+        return
+    port = free_port()
+    process = subprocess.Popen(server_command(uri, "127.0.0.1", port),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ZooError(f"the MLflow server for {url} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise ZooError(f"the MLflow server at {url} did not answer within {timeout:.0f} s")

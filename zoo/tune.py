@@ -1,0 +1,382 @@
+"""Keras Tuner bridge: a recipe's `tune` block is the search space; every trial is a zoo
+training run (same registry, same `train`), tracked as an MLflow child run of one parent run.
+
+The search lives in `tuning/<recipe>/` (Keras Tuner's oracle plus `zoo_tune.json`), so running
+the same tune again resumes it: finished trials are not re-run, an interrupted one is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras_tuner as kt
+import yaml
+
+from zoo import paths, tracking
+from zoo.errors import ZooError
+from zoo.recipe import Recipe, validate
+from zoo.train import prepare, train
+
+EDGE_FRACTION = 0.05  # a best value this close to a range end (in sampling units) is "at the edge"
+STATE_FILE = "zoo_tune.json"
+
+
+class TuneStateError(ZooError):
+    """The saved search was made with another space, algorithm, objective or base recipe."""
+
+
+@dataclass
+class TuneResult:
+    parent_run_id: str
+    best_values: dict[str, Any]
+    best_score: float
+    tuned_recipe_path: Path
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class RecipeHyperModel(kt.HyperModel):
+    """Declares the recipe's `tune.space` and builds trials through the zoo's own registry."""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__(name=recipe.name.replace("/", "_"))
+        self.recipe = recipe
+
+    def declare_hyperparameters(self, hp) -> None:
+        for key, dim in self.recipe.tune.space.items():
+            if dim.type == "float":
+                hp.Float(key, dim.min, dim.max, sampling=dim.sampling)
+            elif dim.type == "int":
+                hp.Int(key, dim.min, dim.max, step=dim.step)
+            elif dim.type == "choice":
+                hp.Choice(key, dim.values)
+            else:
+                hp.Boolean(key)
+
+    def recipe_for(self, values: dict[str, Any]) -> Recipe:
+        """The base recipe with a trial's values applied (hyperband's budget as epochs)."""
+        overrides = {key: values[key] for key in self.recipe.tune.space if key in values}
+        if "tuner/epochs" in values:
+            overrides["training.epochs"] = int(values["tuner/epochs"])
+            overrides["training.steps"] = None
+        return self.recipe.with_overrides(overrides)
+
+    def build(self, hp):
+        self.declare_hyperparameters(hp)
+        return prepare(self.recipe_for(hp.values)).model
+
+
+class ZooTuner(kt.Tuner):
+    """Runs each trial with `zoo.train`, nested under the tune's parent MLflow run."""
+
+    def __init__(self, recipe: Recipe, parent_run_id: str | None, **kwargs):
+        self.recipe = recipe
+        self.parent_run_id = parent_run_id
+        self.started = time.monotonic()
+        self.trial_log: list[dict[str, Any]] = []
+        super().__init__(hypermodel=RecipeHyperModel(recipe), **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        objective = self.recipe.tune.objective
+        values = trial.hyperparameters.values
+        recipe = self.hypermodel.recipe_for(values)
+        shown = {k: values[k] for k in self.recipe.tune.space if k in values}
+        scores, fit_seconds, trial_started = [], 0.0, time.perf_counter()
+        for execution in range(self.recipe.tune.executions_per_trial):
+            run_recipe = recipe.with_overrides({"seed": recipe.seed + execution})
+            result = train(
+                run_recipe, verbose=0, parent_run_id=self.parent_run_id,
+                run_name=f"trial {trial.trial_id} " + _describe(shown),
+                tags={"zoo.trial_id": trial.trial_id, "zoo.execution": execution,
+                      **{f"zoo.trial.{k}": v for k, v in shown.items()}},
+            )
+            history = result.history[objective.name]
+            scores.append(max(history) if objective.direction == "max" else min(history))
+            fit_seconds += result.fit_seconds
+        score = statistics.fmean(scores)
+        self.trial_log.append({"trial_id": trial.trial_id, "values": shown, "score": score,
+                               "seconds": time.perf_counter() - trial_started,
+                               "fit_seconds": fit_seconds})
+        self._progress(trial.trial_id, shown, score)
+        return {objective.name: score}
+
+    def _progress(self, trial_id: str, values: dict[str, Any], score: float) -> None:
+        objective = self.recipe.tune.objective
+        finished = [t for t in self.oracle.trials.values() if t.score is not None]
+        scores = [t.score for t in finished] + [score]
+        best = max(scores) if objective.direction == "max" else min(scores)
+        elapsed = time.monotonic() - self.started
+        total = self.recipe.tune.max_trials if self.recipe.tune.algorithm != "hyperband" else "?"
+        print(f"trial {int(trial_id) + 1}/{total}  {_describe(values)}  "
+              f"{objective.name} {score:.4f}  "
+              f"best {best:.4f}  elapsed {elapsed:.0f} s", flush=True)
+
+    # Trials save their own models through zoo.train; Keras Tuner's checkpoints are not needed.
+    def save_model(self, trial_id, model, step=0):
+        return None
+
+    def load_model(self, trial):
+        raise NotImplementedError("zoo trials are saved by zoo.train; see the MLflow child runs")
+
+
+def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = None,
+         workers: int = 0) -> TuneResult:
+    """Run (or resume) the search a recipe's `tune` block describes.
+
+    Args:
+        recipe: a recipe with a non-empty `tune.space`.
+        overwrite: discard a saved search of this recipe instead of resuming it.
+        directory: where the search state lives (default `tuning/<recipe name>`).
+        workers: 0 searches in this process; N > 0 runs Keras Tuner's chief and N workers on
+            this machine, logging through a local MLflow server.
+
+    Returns:
+        The best trial's values and score, the parent run id and the tuned recipe's path.
+    """
+    if not recipe.tune.space:
+        raise ZooError(f"{recipe.name}: tune.space is empty; add dimensions, e.g. "
+                       "tune.space='{optimizer.learning_rate: {type: float, min: 1e-4, "
+                       "max: 1e-1, sampling: log}}'")
+    folder = directory or paths.project_root() / "tuning" / recipe.name
+    state = _load_state(folder, recipe, overwrite)
+    splits_name = experiment_name(recipe)
+    with tracking.start_run(splits_name, f"tune {recipe.name}", {
+        "zoo.recipe": recipe.name, "zoo.fingerprint": recipe.fingerprint,
+        "zoo.tune.algorithm": recipe.tune.algorithm,
+    }, resume_run_id=state.get("parent_run_id")) as parent:
+        if "parent_run_id" not in state:
+            state = {**_signature(recipe), "parent_run_id": parent.run_id}
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+            parent.log_params({"tune.algorithm": recipe.tune.algorithm,
+                               "tune.objective": recipe.tune.objective.name,
+                               "tune.direction": recipe.tune.objective.direction,
+                               "tune.max_trials": recipe.tune.max_trials,
+                               "tune.space": recipe.tune.model_dump(mode="json")["space"]})
+        started = time.monotonic()
+        if workers:
+            tuner = _run_distributed(recipe, folder, parent.run_id, workers)
+        else:
+            tuner = make_tuner(recipe, folder, parent.run_id)
+            tuner.search(verbose=0)  # one zoo progress line per trial instead
+        result = _finish(recipe, tuner, parent, folder)
+        parent.log_metrics({"tune_seconds": time.monotonic() - started})
+        return result
+
+
+def make_tuner(recipe: Recipe, folder: Path, parent_run_id: str | None) -> ZooTuner:
+    return ZooTuner(recipe, parent_run_id, oracle=_oracle(recipe), directory=str(folder.parent),
+                    project_name=folder.name, overwrite=False)
+
+
+def experiment_name(recipe: Recipe) -> str:
+    """The MLflow experiment of a recipe: its data set's name."""
+    return recipe.data.dataset
+
+
+def _oracle(recipe: Recipe):
+    spec = recipe.tune
+    objective = kt.Objective(spec.objective.name, spec.objective.direction)
+    common = {"objective": objective, "seed": spec.seed}
+    if spec.algorithm == "hyperband":
+        return kt.oracles.HyperbandOracle(max_epochs=spec.max_epochs, **common)
+    oracles = {"random": kt.oracles.RandomSearchOracle, "grid": kt.oracles.GridSearchOracle,
+               "bayesian": kt.oracles.BayesianOptimizationOracle}
+    return oracles[spec.algorithm](max_trials=spec.max_trials, **common)
+
+
+def _signature(recipe: Recipe) -> dict[str, Any]:
+    """What a resumed search must share with the saved one."""
+    spec = recipe.tune.model_dump(mode="json")
+    base = {k: v for k, v in recipe.resolved().items() if k != "tune"}
+    return {"space": spec["space"], "algorithm": spec["algorithm"],
+            "objective": spec["objective"], "recipe": base}
+
+
+def _load_state(folder: Path, recipe: Recipe, overwrite: bool) -> dict[str, Any]:
+    state_file = folder / STATE_FILE
+    if overwrite and folder.exists():
+        shutil.rmtree(folder)
+    if not state_file.exists():
+        if folder.exists():  # a search without our state: not ours to resume
+            shutil.rmtree(folder)
+        return {}
+    state = json.loads(state_file.read_text())
+    wanted = _signature(recipe)
+    changed = [key for key in wanted if state.get(key) != wanted[key]]
+    if changed:
+        raise TuneStateError(
+            f"{recipe.name}: a saved search in {folder} used another {', '.join(changed)}; "
+            "run with --overwrite to start afresh (the saved trials are discarded), or restore "
+            "the previous settings to resume it")
+    return state
+
+
+def _finish(recipe: Recipe, tuner: ZooTuner, parent, folder: Path) -> TuneResult:
+    objective = recipe.tune.objective
+    trials = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    if not trials:
+        raise ZooError(f"{recipe.name}: no trial finished; see the failed child runs in MLflow")
+    best = tuner.oracle.get_best_trials(1)[0]
+    best_recipe = tuner.hypermodel.recipe_for(best.hyperparameters.values)
+    path = write_tuned_recipe(recipe, best_recipe)
+    values = {k: best.hyperparameters.values[k] for k in recipe.tune.space
+              if k in best.hyperparameters.values}
+    warnings = edge_warnings(recipe, values)
+    for warning in warnings:
+        print(f"zoo: warning: {warning}", flush=True)
+    parent.log_metrics({f"best_{objective.name}": best.score,
+                        "trials_finished": len(trials)})
+    parent.set_tags({"zoo.tune.best_trial": best.trial_id,
+                     "zoo.tune.best_values": json.dumps(values),
+                     **({"zoo.tune.edge_warnings": " | ".join(warnings)} if warnings else {})})
+    parent.log_artifact(path)
+    return TuneResult(parent.run_id, values, float(best.score), path,
+                      trials=tuner.trial_log, warnings=warnings)
+
+
+def write_tuned_recipe(recipe: Recipe, best: Recipe) -> Path:
+    """Write the best trial as a complete recipe beside the tuned one (`<name>.tuned.yaml`)."""
+    source = recipe.source or paths.recipes_dir() / f"{recipe.name}.yaml"
+    path = source.with_name(source.name.removesuffix(".yaml") + ".tuned.yaml")
+    resolved = {k: v for k, v in best.resolved().items() if k != "tune"}
+    resolved["name"] = f"{recipe.name}.tuned"
+    validate(resolved)  # it must train as it stands
+    header = (f"# The best trial of `zoo tune {recipe.name}` ({recipe.tune.algorithm}, "
+              f"{recipe.tune.objective.name}), as a complete recipe.\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + yaml.safe_dump(resolved, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def edge_warnings(recipe: Recipe, best: dict[str, Any]) -> list[str]:
+    """Numeric dimensions whose best value lies at the edge of the searched range."""
+    warnings = []
+    for key, dim in recipe.tune.space.items():
+        if dim.type not in ("float", "int") or key not in best:
+            continue
+        position = _position(best[key], dim)
+        if position <= EDGE_FRACTION or position >= 1 - EDGE_FRACTION:
+            edge = "lower" if position <= EDGE_FRACTION else "upper"
+            warnings.append(f"the best {key}={best[key]:.4g} lies at the {edge} edge of "
+                            f"[{dim.min:g}, {dim.max:g}]: widen the range, or run "
+                            f"`zoo tune {recipe.name} --refine`")
+    return warnings
+
+
+def _position(value: float, dim) -> float:
+    if getattr(dim, "sampling", "linear") == "log":
+        return (math.log(value) - math.log(dim.min)) / (math.log(dim.max) - math.log(dim.min))
+    return (value - dim.min) / (dim.max - dim.min)
+
+
+def refine_space(recipe: Recipe, top: list[dict[str, Any]]) -> dict[str, Any]:
+    """A narrower space around the best trials' values, for a second, finer pass.
+
+    Numeric ranges shrink to the span of the best values, widened by a quarter of the old range
+    (in sampling units) on each side; a best value at an edge pushes the range past it. Choices
+    keep only the values the best trials used.
+    """
+    space = {}
+    for key, dim in recipe.tune.space.items():
+        seen = [t[key] for t in top if key in t]
+        spec = dim.model_dump()
+        if dim.type in ("float", "int") and seen:
+            log = getattr(dim, "sampling", "linear") == "log"
+            to_unit = (lambda v: math.log(v)) if log else (lambda v: v)
+            from_unit = (lambda u: math.exp(u)) if log else (lambda u: u)
+            margin = (to_unit(dim.max) - to_unit(dim.min)) / 4
+            low = from_unit(min(map(to_unit, seen)) - margin)
+            high = from_unit(max(map(to_unit, seen)) + margin)
+            if dim.type == "int":
+                low, high = math.floor(low), math.ceil(high)
+                high = max(high, low + 1)
+            spec.update(min=low, max=high)
+        elif dim.type == "choice" and seen:
+            spec["values"] = [v for v in dim.values if v in seen]
+        space[key] = spec
+    return space
+
+
+def refine(recipe: Recipe, top_k: int = 3, **kwargs) -> TuneResult:
+    """Second pass: the same search around the best `top_k` trials of the saved first pass."""
+    folder = kwargs.pop("directory", None) or paths.project_root() / "tuning" / recipe.name
+    state_file = folder / STATE_FILE
+    if not state_file.exists():
+        raise ZooError(f"{recipe.name}: no saved search in {folder} to refine; run "
+                       f"`zoo tune {recipe.name}` first")
+    _load_state(folder, recipe, overwrite=False)
+    tuner = make_tuner(recipe, folder, None)
+    best = tuner.oracle.get_best_trials(top_k)
+    top = [t.hyperparameters.values for t in best]
+    refined = recipe.with_overrides({"tune.space": refine_space(recipe, top)})
+    print("zoo: refined space: " + json.dumps(refined.tune.model_dump(mode="json")["space"]))
+    return tune(refined, directory=folder.with_name(folder.name + ".refine"), **kwargs)
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
+                    f"{k.split('.')[-1]}={v}" for k, v in values.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed: Keras Tuner's chief/worker mode on this machine.
+
+
+def _run_distributed(recipe: Recipe, folder: Path, parent_run_id: str, workers: int) -> ZooTuner:
+    """Start a chief (the oracle) and `workers` worker processes, wait, return the results.
+
+    Workers log to MLflow concurrently, so with a SQLite store a local MLflow server on
+    127.0.0.1 fronts the database for the duration of the search.
+    """
+    from zoo import server
+
+    env = dict(os.environ)
+    uri = tracking.tracking_uri()
+    with server.local_server_if_needed(uri) as worker_uri:
+        env["MLFLOW_TRACKING_URI"] = worker_uri
+        env["KERASTUNER_ORACLE_IP"] = "127.0.0.1"
+        env["KERASTUNER_ORACLE_PORT"] = str(server.free_port())
+        command = [sys.executable, "-m", "zoo.cli", "tune-role", str(_recipe_file(recipe,
+                                                                                   folder)),
+                   "--directory", str(folder), "--parent-run", parent_run_id]
+        chief = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"})
+        time.sleep(3)  # the chief's gRPC server must listen before workers connect
+        processes = [subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"})
+                     for i in range(workers)]
+        try:
+            codes = [p.wait() for p in processes]
+            chief.wait(timeout=120)
+        finally:
+            for p in (*processes, chief):
+                if p.poll() is None:
+                    p.terminate()
+        if any(codes):
+            raise ZooError(f"{recipe.name}: a tuning worker failed (exit codes {codes})")
+    return make_tuner(recipe, folder, parent_run_id)
+
+
+def _recipe_file(recipe: Recipe, folder: Path) -> Path:
+    """The resolved recipe, written for the worker processes to load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(recipe.to_yaml())
+    return path
+
+
+def run_role(recipe: Recipe, folder: Path, parent_run_id: str) -> None:
+    """Body of a chief or worker process (its role comes from KERASTUNER_TUNER_ID)."""
+    tuner = make_tuner(recipe, folder, parent_run_id)
+    tuner.search(verbose=0)
