@@ -11,10 +11,11 @@ ENV := $(VENV)/.installed-$(TF_EXTRA)
 
 RECIPE ?= mnist1d/cnn_paper
 ARGS ?=
+WORKERS ?= 2
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train augment-preview test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -38,6 +39,15 @@ train: $(ENV) ## train RECIPE (default mnist1d/cnn_paper) with overrides ARGS="k
 
 $(RECIPES): $(ENV)
 	$(ZOO) train $@ $(ARGS)
+
+tune: $(ENV) ## tune RECIPE's tune.space (resumes a saved search; ARGS="--overwrite", "--refine")
+	$(ZOO) tune $(RECIPE) $(ARGS)
+
+tune-distributed: $(ENV) ## tune with Keras Tuner's chief and WORKERS workers on this machine
+	$(ZOO) tune $(RECIPE) --workers $(WORKERS) $(ARGS)
+
+server: $(ENV) ## MLflow tracking server on 127.0.0.1:5000 (BACKEND=postgresql://... for PostgreSQL)
+	$(ZOO) server $(if $(BACKEND),--backend $(BACKEND))
 
 augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
 	$(ZOO) augment-preview $(RECIPE) $(ARGS)

@@ -154,3 +154,14 @@ def test_killed_tune_resumes_to_exactly_max_trials(tmp_path, mlflow_client):
     trial_ids = [r.data.tags["zoo.trial_id"] for r in finished]
     assert len(finished) == 4 and len(set(trial_ids)) == 4
     assert mlflow_client.get_run(parent_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_distributed_tune_records_every_trial_once(tmp_path, mlflow_client):
+    path = recipe_file(tmp_path)
+    recipe = load_recipe(path, [*SMALL, "tune.max_trials=4"])
+    result = tune(recipe, directory=tmp_path / "tuning", workers=2)
+    runs = children(mlflow_client, result.parent_run_id)
+    trial_ids = [r.data.tags["zoo.trial_id"] for r in runs]
+    assert sorted(trial_ids) == ["0", "1", "2", "3"]
+    assert all(r.info.status == "FINISHED" for r in runs)

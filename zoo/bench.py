@@ -64,6 +64,35 @@ def run_training_bench(recipe_name: str, overrides: list[str], repeats: int = 2)
     return ratio
 
 
+def run_tuning_bench(recipe_name: str = "mnist1d/mlp", trials: int = 5) -> dict[str, float]:
+    """Per-trial tuning overhead: everything a trial costs besides `model.fit` itself (data,
+    build, compile, evaluation, saving, MLflow child run) plus Keras Tuner's own bookkeeping.
+
+    Returns:
+        Mean seconds per trial of fit, of trial overhead and of oracle overhead.
+    """
+    from zoo.tune import tune
+
+    recipe = load_recipe(recipe_name, ["training.epochs=2", f"tune.max_trials={trials}",
+                                       "tune.algorithm=random"])
+    print(f"\nzoo bench: tuning {recipe.name}, {trials} trials of 2 epochs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, _private_store(Path(tmp)):
+        source = Path(tmp) / "recipe.yaml"
+        source.write_text(recipe.to_yaml())
+        recipe = load_recipe(source)
+        started = time.perf_counter()
+        result = tune(recipe, directory=Path(tmp) / "tuning")
+        total = time.perf_counter() - started
+    fit = statistics.fmean(t["fit_seconds"] for t in result.trials)
+    trial = statistics.fmean(t["seconds"] for t in result.trials)
+    figures = {"fit": fit, "trial_overhead": trial - fit,
+               "oracle_overhead": total / len(result.trials) - trial}
+    print(f"per trial: fit {fit:.2f} s, trial overhead (data, build, compile, evaluate, save, "
+          f"MLflow) {trial - fit:.2f} s, search overhead (Keras Tuner, parent run) "
+          f"{figures['oracle_overhead']:.2f} s")
+    return figures
+
+
 def _time_zoo_train(recipe: Recipe, model_dir: Path) -> float:
     from zoo.train import train
 

@@ -227,9 +227,10 @@ def _ui(args) -> int:
 
 
 def _bench(args) -> int:
-    from zoo.bench import run_training_bench
+    from zoo.bench import run_training_bench, run_tuning_bench
 
     run_training_bench(args.recipe, args.overrides, repeats=args.repeats)
+    run_tuning_bench()
     return 0
 
 

@@ -112,9 +112,9 @@ class ZooTuner(kt.Tuner):
 
     def _progress(self, trial_id: str, values: dict[str, Any], score: float) -> None:
         objective = self.recipe.tune.objective
-        finished = [t for t in self.oracle.trials.values() if t.score is not None]
-        scores = [t.score for t in finished] + [score]
-        best = max(scores) if objective.direction == "max" else min(scores)
+        # get_best_trials also works through a distributed worker's oracle client.
+        scores = [t.score for t in self.oracle.get_best_trials(1) if t.score is not None]
+        best = max([*scores, score]) if objective.direction == "max" else min([*scores, score])
         elapsed = time.monotonic() - self.started
         total = self.recipe.tune.max_trials if self.recipe.tune.algorithm != "hyperband" else "?"
         print(f"trial {int(trial_id) + 1}/{total}  {_describe(values)}  "
@@ -358,7 +358,10 @@ def _run_distributed(recipe: Recipe, folder: Path, parent_run_id: str, workers: 
                      for i in range(workers)]
         try:
             codes = [p.wait() for p in processes]
-            chief.wait(timeout=120)
+            try:  # the chief stops by itself once the workers have ended every trial
+                chief.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                chief.terminate()
         finally:
             for p in (*processes, chief):
                 if p.poll() is None:
