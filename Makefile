@@ -15,7 +15,7 @@ WORKERS ?= 2
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ tune-distributed: $(ENV) ## tune with Keras Tuner's chief and WORKERS workers on
 
 server: $(ENV) ## MLflow tracking server on 127.0.0.1:5000 (BACKEND=postgresql://... for PostgreSQL)
 	$(ZOO) server $(if $(BACKEND),--backend $(BACKEND))
+
+ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 --seeds 3"
+	$(ZOO) ablate $(RECIPE) $(ARGS)
+
+compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
+	$(ZOO) compare $(ARGS)
 
 augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
 	$(ZOO) augment-preview $(RECIPE) $(ARGS)

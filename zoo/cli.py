@@ -64,6 +64,26 @@ def _parser() -> argparse.ArgumentParser:
                       help="run Keras Tuner's chief and N workers on this machine")
     tune.set_defaults(handler=_tune)
 
+    ablate = commands.add_parser("ablate", help="train a grid of switches over seeds",
+                                 description="Every combination of the axes, each over --seeds "
+                                 "seeds, as child runs of one MLflow parent; resumable.")
+    ablate.add_argument("recipe")
+    ablate.add_argument("overrides", nargs="*", metavar="key=value")
+    ablate.add_argument("--axis", action="append", required=True, metavar="key=v1,v2",
+                        help="a recipe key and its values; overlay=NAME,none for "
+                        "recipes/overlays/NAME.yaml")
+    ablate.add_argument("--seeds", type=int, default=3)
+    ablate.set_defaults(handler=_ablate)
+
+    compare = commands.add_parser("compare", help="compare runs side by side")
+    which = compare.add_mutually_exclusive_group(required=True)
+    which.add_argument("--parent", help="the children of this run (an ablation or a tune)")
+    which.add_argument("--experiment", help="every finished run of this experiment")
+    which.add_argument("--runs", nargs="+", help="these run ids")
+    compare.add_argument("--metric", default="test_accuracy",
+                         help="the metric compared against the first row (baseline)")
+    compare.set_defaults(handler=_compare)
+
     role = commands.add_parser("tune-role")  # internal: a chief or worker process
     role.add_argument("recipe")
     role.add_argument("--directory", required=True)
@@ -142,6 +162,28 @@ def _tune(args) -> int:
     print(f"mlflow run     {result.parent_run_id} (parent; one child run per trial)")
     print(f"tuned recipe   {result.tuned_recipe_path} (train it with `zoo train "
           f"{result.tuned_recipe_path}`)")
+    return 0
+
+
+def _ablate(args) -> int:
+    from zoo.ablate import ablate, parse_axis
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    parent = ablate(recipe, [parse_axis(a) for a in args.axis], seeds=args.seeds)
+    print(f"\nmlflow run     {parent} (parent)\ncompare with   zoo compare --parent {parent}")
+    return 0
+
+
+def _compare(args) -> int:
+    from zoo.compare import compare
+
+    table, files = compare(parent=args.parent, experiment=args.experiment,
+                           run_ids=args.runs or (), metric=args.metric)
+    print(table.text())
+    print()
+    for kind, path in files.items():
+        print(f"{kind:<9} {path}")
     return 0
 
 

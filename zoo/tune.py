@@ -349,8 +349,8 @@ def _run_distributed(recipe: Recipe, folder: Path, parent_run_id: str, workers: 
         env["MLFLOW_TRACKING_URI"] = worker_uri
         env["KERASTUNER_ORACLE_IP"] = "127.0.0.1"
         env["KERASTUNER_ORACLE_PORT"] = str(server.free_port())
-        command = [sys.executable, "-m", "zoo.cli", "tune-role", str(_recipe_file(recipe,
-                                                                                   folder)),
+        recipe_path = _recipe_file(recipe, folder)
+        command = [sys.executable, "-m", "zoo.cli", "tune-role", str(recipe_path),
                    "--directory", str(folder), "--parent-run", parent_run_id]
         chief = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"})
         time.sleep(3)  # the chief's gRPC server must listen before workers connect

@@ -1,0 +1,132 @@
+"""Ablation grids: every combination of some recipe switches, over several seeds, as MLflow child
+runs of one parent. Running the same ablation again skips the finished cells."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from zoo import paths, tracking
+from zoo.compare import describe_cell
+from zoo.errors import RecipeError
+from zoo.recipe import Recipe, flatten
+from zoo.train import train
+
+OVERLAY = "overlay"
+
+
+def parse_axis(text: str) -> tuple[str, list[Any]]:
+    """`model.dropout=0,0.3` -> ("model.dropout", [0, 0.3]); values are YAML, commas inside
+    brackets or braces belong to the value (`model.widths=[8, 8],[16]`)."""
+    key, sep, rest = text.partition("=")
+    if not sep or not key or not rest:
+        raise RecipeError(f"command line: --axis {text!r} is not of the form key=v1,v2 "
+                          "(e.g. --axis model.normalization=batch,layer,none)")
+    values, depth, current = [], 0, ""
+    for char in rest:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += char
+    values.append(current)
+    try:
+        parsed = [yaml.safe_load(v) if key != OVERLAY else v.strip() for v in values]
+    except yaml.YAMLError:
+        raise RecipeError(f"command line: --axis {key}: a value is not valid YAML") from None
+    return key.strip(), parsed
+
+
+def overlay_overrides(name: str) -> dict[str, Any]:
+    """The settings of `recipes/overlays/<name>.yaml` as dotted overrides (`none`: nothing)."""
+    if name == "none":
+        return {}
+    path = paths.recipes_dir() / "overlays" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise RecipeError(f"command line: --axis overlay: no overlay {name!r} in {path.parent}; "
+                          f"known: {', '.join(['none', *known])}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: an overlay is a mapping of recipe keys")
+    return flatten(data)
+
+
+def cells(axes: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    keys = [key for key, _ in axes]
+    return [dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(values for _, values in axes))]
+
+
+def cell_recipe(recipe: Recipe, cell: dict[str, Any], seed: int) -> Recipe:
+    overrides: dict[str, Any] = {}
+    for key, value in cell.items():
+        overrides.update(overlay_overrides(value) if key == OVERLAY else {key: value})
+    overrides["seed"] = seed
+    return recipe.with_overrides(overrides)
+
+
+def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3) -> str:
+    """Train every cell of the grid for `seeds` seeds under one parent run; returns its id.
+
+    Every cell's recipe is validated before anything trains, so a bad value fails at once.
+    """
+    grid = cells(axes)
+    seed_list = [recipe.seed + s for s in range(seeds)]
+    jobs = [(cell, seed, cell_recipe(recipe, cell, seed)) for cell in grid for seed in seed_list]
+    key = hashlib.sha256(json.dumps(
+        [recipe.fingerprint, [[k, v] for k, v in axes], seed_list], sort_keys=True,
+        default=str).encode()).hexdigest()[:16]
+    experiment = recipe.data.dataset
+    existing = _find_parent(experiment, key)
+    tags = {"zoo.recipe": recipe.name, "zoo.ablation.key": key,
+            "zoo.ablation.axes": json.dumps([[k, v] for k, v in axes], default=str)}
+    with tracking.start_run(experiment, f"ablate {recipe.name}", tags,
+                            resume_run_id=existing) as parent:
+        done = _finished_cells(parent.run_id, experiment)
+        total, skipped, started = len(jobs), 0, time.monotonic()
+        print(f"zoo: ablation of {recipe.name}: {len(grid)} cells x {seeds} seeds = {total} "
+              f"runs under parent {parent.run_id}", flush=True)
+        trained = 0
+        for index, (cell, seed, cell_r) in enumerate(jobs, start=1):
+            label = f"{describe_cell(cell)} seed={seed}"
+            if (cell_r.fingerprint, str(seed)) in done:
+                skipped += 1
+                print(f"[{index}/{total}] {label}: finished before, skipped", flush=True)
+                continue
+            result = train(cell_r, verbose=0, parent_run_id=parent.run_id, run_name=label,
+                           tags={"zoo.cell": json.dumps(cell, default=str)})
+            trained += 1
+            elapsed = time.monotonic() - started
+            remaining = elapsed / trained * (total - index)
+            print(f"[{index}/{total}] {label}: test_accuracy {result.test_accuracy:.4f}  "
+                  f"elapsed {elapsed:.0f} s  remaining ~{remaining:.0f} s", flush=True)
+        parent.log_metrics({"cells": len(grid), "runs": total, "skipped": skipped})
+        return parent.run_id
+
+
+def _find_parent(experiment: str, key: str) -> str | None:
+    client = tracking.client()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id],
+                              filter_string=f"tags.`zoo.ablation.key` = '{key}'")
+    return runs[0].info.run_id if runs else None
+
+
+def _finished_cells(parent_run_id: str, experiment: str) -> set[tuple[str, str]]:
+    client = tracking.client()
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], max_results=5000,
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return {(r.data.tags.get("zoo.fingerprint"), r.data.tags.get("zoo.seed"))
+            for r in runs if r.info.status == "FINISHED"}
