@@ -19,7 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter hides the output users want; they can raise it again.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = _parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options too (`zoo ablate R --axis a=1,2 training.epochs=3`), which
+    # argparse's positional handling alone would refuse.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     from zoo import interrupt
     from zoo.errors import ZooError

@@ -227,6 +227,7 @@ def learning_curves_plot(groups: Sequence[Group], keys: Sequence[str], path: Pat
         ax.plot(epochs, mean, label=_label(group, keys))
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
