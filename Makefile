@@ -15,7 +15,7 @@ WORKERS ?= 2
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare gradcheck sanity tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 
 
 compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
 	$(ZOO) compare $(ARGS)
+
+gradcheck: $(ENV) ## compare analytic and numeric gradients of RECIPE's model (float64)
+	$(ZOO) gradcheck $(RECIPE) $(ARGS)
+
+sanity: $(ENV) ## initial loss, L2 effect and overfitting a tiny subset, for RECIPE
+	$(ZOO) sanity $(RECIPE) $(ARGS)
 
 augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
 	$(ZOO) augment-preview $(RECIPE) $(ARGS)

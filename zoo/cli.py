@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
                          help="the metric compared against the first row (baseline)")
     compare.set_defaults(handler=_compare)
 
+    gradcheck = commands.add_parser("gradcheck", help="analytic against numeric gradients")
+    gradcheck.add_argument("recipe")
+    gradcheck.add_argument("overrides", nargs="*", metavar="key=value")
+    gradcheck.set_defaults(handler=_gradcheck)
+
+    sanity = commands.add_parser("sanity", help="initial loss, L2 effect, overfit a tiny subset")
+    sanity.add_argument("recipe")
+    sanity.add_argument("overrides", nargs="*", metavar="key=value")
+    sanity.set_defaults(handler=_sanity)
+
     role = commands.add_parser("tune-role")  # internal: a chief or worker process
     role.add_argument("recipe")
     role.add_argument("--directory", required=True)
@@ -192,6 +202,33 @@ def _compare(args) -> int:
     for kind, path in files.items():
         print(f"{kind:<9} {path}")
     return 0
+
+
+def _gradcheck(args) -> int:
+    from zoo.diagnostics import gradcheck
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    wrong = False
+    for regularized in (False, True):
+        print(f"{recipe.name}: gradient check, float64, "
+              f"{'with' if regularized else 'without'} regularization")
+        for check in gradcheck(recipe, regularized=regularized):
+            kinks = f", {check.kinks} kink(s) crossed" if check.kinks else ""
+            print(f"  {check.name:<32} max relative error {check.max_relative_error:.2e}  "
+                  f"{check.verdict} ({check.samples} samples{kinks})")
+            wrong |= check.verdict == "wrong"
+    return 1 if wrong else 0
+
+
+def _sanity(args) -> int:
+    from zoo.diagnostics import sanity
+    from zoo.recipe import load_recipe
+
+    checks = sanity(load_recipe(args.recipe, args.overrides))
+    for check in checks:
+        print(f"{'PASS' if check.passed else 'FAIL'}  {check.name}: {check.detail}")
+    return 0 if all(c.passed for c in checks) else 1
 
 
 def _tune_role(args) -> int:
