@@ -43,12 +43,16 @@ class TensorCheck:
 
 @contextlib.contextmanager
 def float64() -> Iterator[None]:
-    previous = keras.config.floatx()
+    """Build and compute in float64. Both the float type and the global dtype policy are set:
+    once any layer has been built, Keras keeps a float32 policy that floatx alone won't change."""
+    previous_floatx, previous_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     try:
         yield
     finally:
-        keras.config.set_floatx(previous)
+        keras.config.set_floatx(previous_floatx)
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def check_model(recipe: Recipe):
