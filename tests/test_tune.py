@@ -31,9 +31,9 @@ def recipe_file(tmp_path: Path) -> Path:
 
 
 def children(mlflow_client, parent_run_id: str):
-    parent = mlflow_client.get_run(parent_run_id)
-    return mlflow_client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    from zoo.tracking import child_runs
+
+    return child_runs(mlflow_client, parent_run_id)
 
 
 @pytest.mark.parametrize("override,message", [

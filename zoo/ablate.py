@@ -91,7 +91,7 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
             "zoo.ablation.axes": json.dumps([[k, v] for k, v in axes], default=str)}
     with tracking.start_run(experiment, f"ablate {recipe.name}", tags,
                             resume_run_id=existing) as parent:
-        done = _finished_cells(parent.run_id, experiment)
+        done = _finished_cells(parent.run_id)
         total, skipped, started = len(jobs), 0, time.monotonic()
         print(f"zoo: ablation of {recipe.name}: {len(grid)} cells x {seeds} seeds = {total} "
               f"runs under parent {parent.run_id}", flush=True)
@@ -123,10 +123,7 @@ def _find_parent(experiment: str, key: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def _finished_cells(parent_run_id: str, experiment: str) -> set[tuple[str, str]]:
-    client = tracking.client()
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], max_results=5000,
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+def _finished_cells(parent_run_id: str) -> set[tuple[str, str]]:
+    runs = tracking.child_runs(tracking.client(), parent_run_id)
     return {(r.data.tags.get("zoo.fingerprint"), r.data.tags.get("zoo.seed"))
             for r in runs if r.info.status == "FINISHED"}

@@ -16,9 +16,7 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    # TensorFlow's C++ start-up chatter hides the output users want; they can raise it again.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = _parser()
+    parser = _parser()  # (zoo/__init__ has already quietened TensorFlow's C++ start-up logs)
     # Overrides may follow options too (`zoo ablate R --axis a=1,2 training.epochs=3`), which
     # argparse's positional handling alone would refuse.
     args, extra = parser.parse_known_args(argv)
@@ -43,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="short name (mnist1d/cnn_paper) or path to a YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, values parsed as YAML (model.dropout=0.3)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo", description="Train, compare and load small Keras models from YAML recipes.")
@@ -50,9 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a recipe",
                                 description="Train a recipe and record an MLflow run.")
-    train.add_argument("recipe", help="short name (mnist1d/cnn_paper) or path to a YAML file")
-    train.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="dotted overrides, values parsed as YAML (model.dropout=0.3)")
+    _recipe_arguments(train)
     train.add_argument("--json", action="store_true",
                        help="print a JSON object with run id, metrics and model path last")
     train.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
@@ -61,8 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="tune a recipe's tune.space with Keras Tuner",
                                description="Search the recipe's tune.space; each trial is an "
                                "MLflow child run. Running it again resumes the search.")
-    tune.add_argument("recipe")
-    tune.add_argument("overrides", nargs="*", metavar="key=value")
+    _recipe_arguments(tune)
     tune.add_argument("--overwrite", action="store_true",
                       help="discard a saved search of this recipe instead of resuming it")
     tune.add_argument("--refine", action="store_true",
@@ -74,8 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     ablate = commands.add_parser("ablate", help="train a grid of switches over seeds",
                                  description="Every combination of the axes, each over --seeds "
                                  "seeds, as child runs of one MLflow parent; resumable.")
-    ablate.add_argument("recipe")
-    ablate.add_argument("overrides", nargs="*", metavar="key=value")
+    _recipe_arguments(ablate)
     ablate.add_argument("--axis", action="append", required=True, metavar="key=v1,v2",
                         help="a recipe key and its values; overlay=NAME,none for "
                         "recipes/overlays/NAME.yaml")
@@ -92,13 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=_compare)
 
     gradcheck = commands.add_parser("gradcheck", help="analytic against numeric gradients")
-    gradcheck.add_argument("recipe")
-    gradcheck.add_argument("overrides", nargs="*", metavar="key=value")
+    _recipe_arguments(gradcheck)
     gradcheck.set_defaults(handler=_gradcheck)
 
     sanity = commands.add_parser("sanity", help="initial loss, L2 effect, overfit a tiny subset")
-    sanity.add_argument("recipe")
-    sanity.add_argument("overrides", nargs="*", metavar="key=value")
+    _recipe_arguments(sanity)
     sanity.set_defaults(handler=_sanity)
 
     role = commands.add_parser("tune-role")  # internal: a chief or worker process
@@ -118,8 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("augment-preview",
                                   help="write a PNG grid of original and augmented samples")
-    preview.add_argument("recipe")
-    preview.add_argument("overrides", nargs="*", metavar="key=value")
+    _recipe_arguments(preview)
     preview.add_argument("--out", default=None,
                          help="PNG path (default build/augment-preview/<recipe>.png)")
     preview.add_argument("--samples", type=int, default=6)

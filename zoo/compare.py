@@ -182,9 +182,7 @@ def load_runs(*, parent: str | None = None, experiment: str | None = None,
     if run_ids:
         runs = [client.get_run(run_id) for run_id in run_ids]
     elif parent:
-        experiment_id = client.get_run(parent).info.experiment_id
-        runs = client.search_runs([experiment_id], max_results=5000,
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+        runs = tracking.child_runs(client, parent)
     elif experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -293,4 +291,7 @@ def compare(*, parent: str | None = None, experiment: str | None = None,
 
 
 def describe_cell(values: dict[str, Any]) -> str:
-    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+    """`{"model.dropout": 0.3, "optimizer.learning_rate": 0.0012345}` ->
+    `dropout=0.3 learning_rate=0.001235`: run names and progress lines."""
+    return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
+                    f"{k.split('.')[-1]}={v}" for k, v in values.items())

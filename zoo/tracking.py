@@ -175,6 +175,14 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
         run.close(status)
 
 
+def child_runs(mlflow_client, parent_run_id: str) -> list:
+    """Every run nested under `parent_run_id` (tuning trials, ablation cells), any status."""
+    experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id
+    return mlflow_client.search_runs(
+        [experiment_id], max_results=5000,
+        filter_string=f"tags.{PARENT_TAG} = '{parent_run_id}'")
+
+
 def environment_tags() -> dict[str, str]:
     """Git commit, package versions and device: what is needed to say where a result came from."""
     import keras

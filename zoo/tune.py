@@ -23,6 +23,7 @@ import keras_tuner as kt
 import yaml
 
 from zoo import paths, tracking
+from zoo.compare import describe_cell
 from zoo.errors import ZooError
 from zoo.recipe import Recipe, validate
 from zoo.train import prepare, train
@@ -96,7 +97,7 @@ class ZooTuner(kt.Tuner):
             run_recipe = recipe.with_overrides({"seed": recipe.seed + execution})
             result = train(
                 run_recipe, verbose=0, parent_run_id=self.parent_run_id,
-                run_name=f"trial {trial.trial_id} " + _describe(shown),
+                run_name=f"trial {trial.trial_id} " + describe_cell(shown),
                 tags={"zoo.trial_id": trial.trial_id, "zoo.execution": execution,
                       **{f"zoo.trial.{k}": v for k, v in shown.items()}},
             )
@@ -117,7 +118,7 @@ class ZooTuner(kt.Tuner):
         best = max([*scores, score]) if objective.direction == "max" else min([*scores, score])
         elapsed = time.monotonic() - self.started
         total = self.recipe.tune.max_trials if self.recipe.tune.algorithm != "hyperband" else "?"
-        print(f"trial {int(trial_id) + 1}/{total}  {_describe(values)}  "
+        print(f"trial {int(trial_id) + 1}/{total}  {describe_cell(values)}  "
               f"{objective.name} {score:.4f}  "
               f"best {best:.4f}  elapsed {elapsed:.0f} s", flush=True)
 
@@ -324,11 +325,6 @@ def refine(recipe: Recipe, top_k: int = 3, **kwargs) -> TuneResult:
     refined = recipe.with_overrides({"tune.space": refine_space(recipe, top)})
     print("zoo: refined space: " + json.dumps(refined.tune.model_dump(mode="json")["space"]))
     return tune(refined, directory=folder.with_name(folder.name + ".refine"), **kwargs)
-
-
-def _describe(values: dict[str, Any]) -> str:
-    return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
-                    f"{k.split('.')[-1]}={v}" for k, v in values.items())
 
 
 # ---------------------------------------------------------------------------------------------
