@@ -205,13 +205,24 @@ def _gradcheck(args) -> int:
     from zoo.diagnostics import gradcheck
     from zoo.recipe import load_recipe
 
+    from zoo.diagnostics import STEPS
+
     recipe = load_recipe(args.recipe, args.overrides)
+    reg = recipe.regularization
+    if not (reg.l1 or reg.l2):
+        # Without a penalty of its own the second pass would repeat the first: check L2 anyway.
+        recipe = recipe.with_overrides({"regularization.l2": 1e-3})
     wrong = False
     for regularized in (False, True):
-        print(f"{recipe.name}: gradient check, float64, "
-              f"{'with' if regularized else 'without'} regularization")
+        penalty = (f"with regularization (l1={recipe.regularization.l1:g}, "
+                   f"l2={recipe.regularization.l2:g})" if regularized
+                   else "without regularization")
+        print(f"{recipe.name}: gradient check, float64, {penalty}")
         for check in gradcheck(recipe, regularized=regularized):
-            kinks = f", {check.kinks} kink(s) crossed" if check.kinks else ""
+            kinks = (f"; {check.kinks} crossed a kink at h={STEPS[0]:g}, measured again with "
+                     "smaller steps" if check.kinks else "")
+            if check.unresolved:
+                kinks += f"; {check.unresolved} on a kink at every step"
             print(f"  {check.name:<32} max relative error {check.max_relative_error:.2e}  "
                   f"{check.verdict} ({check.samples} samples{kinks})")
             wrong |= check.verdict == "wrong"
