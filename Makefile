@@ -12,10 +12,11 @@ ENV := $(VENV)/.installed-$(TF_EXTRA)
 RECIPE ?= mnist1d/cnn_paper
 ARGS ?=
 WORKERS ?= 2
+MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare gradcheck sanity tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo reproduce predict gradcheck sanity tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,6 +56,15 @@ ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 
 compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
 	$(ZOO) compare $(ARGS)
 
+zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ (~30 min)
+	$(ZOO) build-zoo $(ARGS)
+
+reproduce: $(ENV) ## retrain pretrained MODEL (default mnist1d/cnn_paper) and compare with the shipped one
+	$(ZOO) reproduce $(MODEL) $(ARGS)
+
+predict: $(ENV) ## classes and probabilities of pretrained MODEL for FILE (.npy or image)
+	$(ZOO) predict $(MODEL) $(FILE) $(ARGS)
+
 gradcheck: $(ENV) ## compare analytic and numeric gradients of RECIPE's model (float64)
 	$(ZOO) gradcheck $(RECIPE) $(ARGS)
 
@@ -64,7 +74,7 @@ sanity: $(ENV) ## initial loss, L2 effect and overfitting a tiny subset, for REC
 augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
 	$(ZOO) augment-preview $(RECIPE) $(ARGS)
 
-list: $(ENV) ## list models, datasets and recipes
+list: $(ENV) ## list models, datasets, recipes and pretrained models
 	$(ZOO) list all
 
 ui: $(ENV) ## serve the MLflow UI on http://127.0.0.1:5000 over the zoo's store

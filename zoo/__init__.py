@@ -1,5 +1,9 @@
 """zoo: small Keras MLPs and CNNs trained from reproducible YAML recipes.
 
+    import zoo
+    model = zoo.load("mnist1d/cnn")          # a pretrained model, checked against its sha256
+    zoo.card("mnist1d/cnn")                  # its recipe, metrics over seeds, versions, ...
+
     from zoo.recipe import load_recipe
     from zoo.train import train
     result = train(load_recipe("mnist1d/cnn_paper", ["training.epochs=5"]))
@@ -11,3 +15,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+_PRETRAINED_API = ("load", "card", "list_pretrained")
+
+
+def __getattr__(name):
+    # Imported on first use so that `import zoo` stays cheap for the CLI and the recipe tools.
+    if name in _PRETRAINED_API:
+        from zoo import pretrained
+
+        return getattr(pretrained, name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

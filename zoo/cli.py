@@ -122,9 +122,30 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--samples", type=int, default=6)
     preview.set_defaults(handler=_augment_preview)
 
-    listing = commands.add_parser("list", help="list models, datasets or recipes")
-    listing.add_argument("what", choices=["models", "datasets", "recipes", "all"])
+    listing = commands.add_parser("list", help="list models, datasets, recipes or pretrained")
+    listing.add_argument("what", choices=["models", "datasets", "recipes", "pretrained", "all"])
     listing.set_defaults(handler=_list)
+
+    predict = commands.add_parser("predict", help="classes and probabilities from a pretrained "
+                                  "model", description="Predict with a pretrained model.")
+    predict.add_argument("name", help="a pretrained model (zoo list pretrained)")
+    predict.add_argument("file", help="a .npy array (one example or a batch), or an image file "
+                         "for image models")
+    predict.add_argument("--top", type=int, default=3, help="classes shown per example")
+    predict.set_defaults(handler=_predict)
+
+    build = commands.add_parser("build-zoo", help="train the zoo entries over seeds and ship "
+                                "one model each (make zoo)")
+    build.add_argument("names", nargs="*", metavar="NAME",
+                       help="entries to (re)build; default all")
+    build.add_argument("--seeds", type=int, default=3)
+    build.set_defaults(handler=_build_zoo)
+
+    reproduce = commands.add_parser("reproduce", help="retrain a pretrained model from its "
+                                    "manifest and compare (make reproduce MODEL=)")
+    reproduce.add_argument("name")
+    reproduce.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
+    reproduce.set_defaults(handler=_reproduce)
 
     ui = commands.add_parser("ui", help="serve the MLflow UI over the zoo's store")
     ui.add_argument("--host", default="127.0.0.1",
@@ -202,10 +223,8 @@ def _compare(args) -> int:
 
 
 def _gradcheck(args) -> int:
-    from zoo.diagnostics import gradcheck
+    from zoo.diagnostics import STEPS, gradcheck
     from zoo.recipe import load_recipe
-
-    from zoo.diagnostics import STEPS
 
     recipe = load_recipe(args.recipe, args.overrides)
     reg = recipe.regularization
@@ -274,7 +293,8 @@ def _augment_preview(args) -> int:
 
 
 def _list(args) -> int:
-    sections = ["models", "datasets", "recipes"] if args.what == "all" else [args.what]
+    sections = (["models", "datasets", "recipes", "pretrained"] if args.what == "all"
+                else [args.what])
     for section in sections:
         if len(sections) > 1:
             print(f"{section}:")
@@ -292,9 +312,58 @@ def _listing(section: str) -> list[str]:
         from zoo.data import dataset_names
 
         return dataset_names()
+    if section == "pretrained":
+        return _pretrained_listing()
     from zoo.recipe import list_recipes
 
     return list_recipes()
+
+
+def _pretrained_listing() -> list[str]:
+    from zoo.pretrained import list_pretrained
+
+    lines = [f"{'name':<18} {'test accuracy (3 seeds)':<24} {'target':<12} {'shipped':<16} "
+             f"{'params':>8}"]
+    for row in list_pretrained():
+        target = row["target"]
+        met = "" if target is None else (
+            f">={target:.2f} {'ok' if row['test_accuracy_mean'] >= target else 'MISSED'}")
+        lines.append(
+            f"{row['name']:<18} {row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f}"
+            f"{'':<8} {met:<12} seed {row['shipped_seed']} {row['shipped_test_accuracy']:.4f} "
+            f"{row['params']:>8,}")
+    return lines
+
+
+def _predict(args) -> int:
+    from zoo.pretrained.predict import predict
+
+    for i, row in enumerate(predict(args.name, args.file, top=args.top)):
+        ranked = "  ".join(f"{label} {p:.3f}" for label, p in row)
+        print(f"{i}: {row[0][0]}   ({ranked})")
+    return 0
+
+
+def _build_zoo(args) -> int:
+    from zoo import paths
+    from zoo.pretrained.build import ENTRIES, build_zoo, update_readme
+
+    manifest = build_zoo(args.names or tuple(ENTRIES), seeds=tuple(range(args.seeds)))
+    readme = paths.project_root() / "README.md"
+    if readme.exists() and update_readme(manifest, readme):
+        print(f"zoo: updated the zoo table in {readme}")
+    for line in _pretrained_listing():
+        print(line)
+    return 0
+
+
+def _reproduce(args) -> int:
+    from zoo.pretrained.reproduce import reproduce
+
+    print(f"zoo: retraining {args.name} from its manifest recipe ...", flush=True)
+    result = reproduce(args.name, track=not args.no_track)
+    print(result.report())
+    return 0 if result.verdict.startswith("reproduced") else 1
 
 
 def _ui(args) -> int:

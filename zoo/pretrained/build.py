@@ -1,0 +1,288 @@
+"""`make zoo`: train every zoo entry over seeds, ship one model each, write the manifest.
+
+Each entry is a recipe under recipes/. Every seed is a normal tracked `zoo train` run (tagged
+`zoo.pretrained`), so the runs behind the manifest can be compared in MLflow. The shipped seed is
+the one with the best final validation accuracy: the test split is evaluated once per run and
+never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo.pretrained.loader import MANIFEST_NAME, PRETRAINED_DIR
+
+# Entry -> test accuracy target (mean over seeds) on the data set's fixed test split.
+ENTRIES: dict[str, float] = {
+    "mnist1d/linear": 0.30,
+    "mnist1d/mlp": 0.85,
+    "mnist1d/cnn_paper": 0.92,
+    "mnist1d/cnn": 0.99,
+    "digits/mlp": 0.97,
+    "digits/cnn": 0.99,
+}
+SEEDS = (0, 1, 2)
+
+
+def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEEDS,
+              directory: Path = PRETRAINED_DIR, track: bool = True,
+              overrides: Sequence[str] = (), model_dir: Path | None = None) -> dict[str, Any]:
+    """Train `names` over `seeds`, ship the best-validated seed of each, update the manifest.
+
+    Entries not in `names` keep their manifest rows, so one entry can be rebuilt alone.
+    `overrides` (dotted `k=v`) apply to every entry; meant for quick test builds. Each seed's
+    full model (with optimizer state) stays under `model_dir` (default models/) as usual.
+
+    Returns:
+        The manifest written.
+    """
+    from zoo.recipe import load_recipe
+
+    recipes = {name: load_recipe(name, overrides) for name in names}  # all errors up front
+    path = directory / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    started, total, done = time.perf_counter(), len(names) * len(seeds), 0
+    for name, recipe in recipes.items():
+        runs = []
+        for seed in seeds:
+            done += 1
+            print(f"[{done}/{total}] {name} seed {seed} ...", flush=True)
+            run = _train_seed(recipe.with_overrides({"seed": seed}), track, model_dir)
+            runs.append(run)
+            print(f"[{done}/{total}] {name} seed {seed}: test_accuracy "
+                  f"{run['test_accuracy']:.4f}, val_accuracy {run['val_accuracy']:.4f} in "
+                  f"{_minutes(run['seconds'])}; elapsed {_minutes(time.perf_counter() - started)}",
+                  flush=True)
+        manifest["entries"][name] = _ship(name, runs, directory)
+        manifest.update(_environment())
+        write_manifest(manifest, directory)
+        print(f"{name}: test_accuracy {_mean_std(runs, 'test_accuracy')} over {len(runs)} "
+              f"seeds, shipped seed {manifest['entries'][name]['seed']} "
+              f"(target {ENTRIES.get(name, 'none')})", flush=True)
+    return manifest
+
+
+def _train_seed(recipe, track: bool, model_dir: Path | None) -> dict[str, Any]:
+    from zoo.train import train
+
+    result = train(recipe, track=track, verbose=0, model_dir=model_dir,
+                   tags={"zoo.pretrained": recipe.name})
+    return {
+        "seed": recipe.seed,
+        "recipe": recipe,
+        "model": result.model,
+        "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss,
+        "val_accuracy": result.history["val_accuracy"][-1],
+        "epochs": result.epochs,
+        "seconds": result.seconds,
+        "run_id": result.run_id,
+        "weights_sha256": result.weights_sha256,
+    }
+
+
+def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, Any]:
+    """Save the best-validated run's model for inference and describe it for the manifest."""
+    from zoo.data import load_dataset
+    from zoo.train import save_model_atomically, weights_sha256
+
+    best = max(runs, key=lambda run: (run["val_accuracy"], -run["seed"]))
+    recipe = best["recipe"]
+    model = inference_copy(best["model"])
+    if weights_sha256(model) != best["weights_sha256"]:
+        raise RuntimeError(f"{name}: the inference copy's weights differ from the trained ones")
+    relative = f"{name}.keras"
+    save_model_atomically(model, directory / relative)
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    entry = {
+        "file": relative,
+        "sha256": hashlib.sha256((directory / relative).read_bytes()).hexdigest(),
+        "bytes": (directory / relative).stat().st_size,
+        "weights_sha256": best["weights_sha256"],
+        "seed": best["seed"],
+        "fingerprint": recipe.fingerprint,
+        "recipe": recipe.resolved(),
+        "target": ENTRIES.get(name),
+        "metrics": {
+            "test_accuracy": _summary(runs, "test_accuracy"),
+            "test_loss": _summary(runs, "test_loss"),
+            "val_accuracy": _summary(runs, "val_accuracy"),
+            "shipped": {k: best[k] for k in ("test_accuracy", "test_loss", "val_accuracy")},
+        },
+        "selection": "shipped seed = highest final val_accuracy (lowest seed on ties)",
+        "epochs": best["epochs"],
+        "params": int(model.count_params()),
+        "input_shape": list(splits.input_shape),
+        "input_range": [float(splits.x_train.min()), float(splits.x_train.max())],
+        "class_names": list(splits.class_names),
+        "dataset": splits.name,
+        "run_ids": {str(run["seed"]): run["run_id"] for run in runs},
+        "train_seconds": {str(run["seed"]): round(run["seconds"], 1) for run in runs},
+    }
+    write_card(name, entry, directory)
+    return entry
+
+
+def inference_copy(model):
+    """The model without its optimizer state (a third of the file for Adam's two slots), so
+    the shipped file holds exactly the architecture and the trained weights."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    values = [run[key] for run in runs]
+    return {
+        "mean": statistics.fmean(values),
+        # Sample standard deviation (n - 1); 0 for a single seed.
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "per_seed": {str(run["seed"]): run[key] for run in runs},
+    }
+
+
+def _mean_std(runs: list[dict[str, Any]], key: str) -> str:
+    summary = _summary(runs, key)
+    return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+
+
+def _environment() -> dict[str, Any]:
+    from zoo.tracking import environment_tags
+
+    tags = environment_tags()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": tags["zoo.git_commit"],
+        "versions": json.loads(tags["zoo.versions"]),
+        "hardware": {"device": tags["zoo.device"], "platform": tags["zoo.platform"],
+                     "machine": platform.machine(), "cpus": os.cpu_count()},
+    }
+
+
+def write_manifest(manifest: dict[str, Any], directory: Path = PRETRAINED_DIR) -> None:
+    """Write the manifest atomically (a reader never sees half of it)."""
+    _write_atomically(directory / MANIFEST_NAME,
+                      json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the manifest private to its writer
+    os.replace(tmp, path)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+# --------------------------------------------------------------------------------------------
+# Model cards and the README table
+
+
+def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DIR) -> Path:
+    """A Markdown model card beside the model file."""
+    import yaml
+
+    metrics, seed = entry["metrics"], entry["seed"]
+    accuracy, shipped = metrics["test_accuracy"], metrics["shipped"]
+    seeds = sorted(accuracy["per_seed"], key=int)
+    low, high = entry["input_range"]
+    target = entry["target"]
+    verdict = "" if target is None else (
+        f" (target {target:.2f}: {'met' if accuracy['mean'] >= target else 'NOT met'})")
+    facts = [
+        f"Test accuracy over seeds: {accuracy['mean']:.4f} ± {accuracy['std']:.4f} "
+        f"(mean ± sample std){verdict}",
+        f"Shipped seed {seed}: test accuracy {shipped['test_accuracy']:.4f}, "
+        f"test loss {shipped['test_loss']:.4f}",
+        f"Data set `{entry['dataset']}`: input shape {tuple(entry['input_shape'])}, raw values "
+        f"in [{low:g}, {high:g}], classes {', '.join(entry['class_names'])}",
+        f"{entry['params']:,} parameters; {entry['epochs']} epochs; file `{entry['file']}` "
+        f"({entry['bytes']:,} bytes)",
+        f"sha256 `{entry['sha256']}`; weights sha256 `{entry['weights_sha256']}`",
+    ]
+    rows = [f"| {s}{' (shipped)' if int(s) == seed else ''} | "
+            f"{accuracy['per_seed'][s]:.4f} | {metrics['test_loss']['per_seed'][s]:.4f} | "
+            f"{metrics['val_accuracy']['per_seed'][s]:.4f} |" for s in seeds]
+    recipe_yaml = yaml.safe_dump(entry["recipe"], sort_keys=False).rstrip()
+    newline = "\n"
+    text = f"""# {name}
+
+Trained by `make zoo` from the recipe below over seeds {', '.join(seeds)}; the shipped seed is the
+one with the best final validation accuracy. The test split was evaluated once per run and used
+for nothing else.
+
+{newline.join('- ' + fact for fact in facts)}
+
+| seed | test accuracy | test loss | val accuracy |
+|---|---|---|---|
+{newline.join(rows)}
+
+## Use
+
+```python
+import zoo
+model = zoo.load("{name}")      # checks the sha256 first; raw inputs in, class probabilities out
+probabilities = model.predict(x_raw)
+```
+
+The file holds Keras built-in layers only (standardization is a `Normalization` layer inside the
+model), so `keras.saving.load_model("zoo/pretrained/{entry['file']}")` loads it without the zoo.
+It is saved without optimizer state and not compiled: compile it with
+`loss="sparse_categorical_crossentropy", metrics=["accuracy"]` to evaluate on integer labels.
+
+## Reproduce
+
+`make reproduce MODEL={name}` retrains seed {seed} from this recipe and compares the weights
+hash and metrics with the shipped ones.
+
+```yaml
+{recipe_yaml}
+```
+"""
+    path = directory / f"{name}.md"
+    _write_atomically(path, text)
+    return path
+
+
+TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+
+
+def zoo_table(manifest: dict[str, Any]) -> str:
+    """The README's table of shipped models, from the manifest."""
+    lines = ["| model | test accuracy (mean ± std over seeds) | target | shipped seed "
+             "| params | card |", "|---|---|---|---|---|---|"]
+    for name, entry in sorted(manifest["entries"].items()):
+        accuracy = entry["metrics"]["test_accuracy"]
+        target = "" if entry["target"] is None else f">= {entry['target']:.2f}"
+        lines.append(
+            f"| `{name}` | {accuracy['mean']:.4f} ± {accuracy['std']:.4f} | {target} | "
+            f"{entry['seed']} ({entry['metrics']['shipped']['test_accuracy']:.4f}) | "
+            f"{entry['params']:,} | [card](zoo/pretrained/{name}.md) |")
+    return "\n".join(lines)
+
+
+def update_readme(manifest: dict[str, Any], readme: Path) -> bool:
+    """Replace the table between the README's zoo-table markers. False if there are none."""
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        return False
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    _write_atomically(readme, f"{head}{TABLE_START}\n{zoo_table(manifest)}\n{TABLE_END}{tail}")
+    return True

@@ -1,0 +1,76 @@
+"""`make reproduce MODEL=name`: retrain a shipped model from its manifest recipe and seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.pretrained.loader import card
+
+# A retrained model whose weights differ still reproduces the entry if its test accuracy is
+# within half a percentage point (another machine or TensorFlow build changes float round-off).
+TOLERANCE = 0.005
+
+
+@dataclass
+class Reproduction:
+    name: str
+    seed: int
+    shipped_weights: str
+    new_weights: str
+    shipped_accuracy: float
+    new_accuracy: float
+    run_id: str | None
+
+    @property
+    def identical(self) -> bool:
+        return self.new_weights == self.shipped_weights
+
+    @property
+    def verdict(self) -> str:
+        if self.identical:
+            return "reproduced: identical weights"
+        difference = self.new_accuracy - self.shipped_accuracy
+        if abs(difference) <= TOLERANCE:
+            return (f"reproduced: weights differ, test accuracy within {TOLERANCE * 100:.1f} "
+                    f"points ({difference * 100:+.2f})")
+        return (f"NOT reproduced: weights differ and test accuracy is {difference * 100:+.2f} "
+                f"points off (tolerance {TOLERANCE * 100:.1f})")
+
+    def report(self) -> str:
+        return "\n".join([
+            f"{self.name} seed {self.seed}",
+            f"  weights sha256  shipped {self.shipped_weights}",
+            f"                  new     {self.new_weights}",
+            f"  test accuracy   shipped {self.shipped_accuracy:.4f}   new {self.new_accuracy:.4f}",
+            f"  {self.verdict}",
+        ])
+
+
+def reproduce(name: str, directory: Path | None = None, track: bool = True,
+              model_dir: Path | None = None) -> Reproduction:
+    """Retrain entry `name` from the manifest's resolved recipe and seed."""
+    from zoo.errors import ModelFileError
+    from zoo.recipe import validate
+    from zoo.train import train
+
+    entry = card(name, directory)
+    recipe = validate(entry["recipe"])
+    if recipe.fingerprint != entry["fingerprint"]:
+        # The schema's defaults changed since the model was built: the same YAML now means
+        # another configuration, so a retrain would not be a reproduction.
+        raise ModelFileError(
+            f"{name}: the manifest's recipe resolves to fingerprint {recipe.fingerprint[:12]}, "
+            f"not the shipped {entry['fingerprint'][:12]}; the recipe schema changed since "
+            "`make zoo` built it; rebuild the entry with `make zoo`")
+    result = train(recipe, track=track, verbose=0, model_dir=model_dir,
+                   tags={"zoo.reproduce": name})
+    return Reproduction(
+        name=name,
+        seed=recipe.seed,
+        shipped_weights=entry["weights_sha256"],
+        new_weights=result.weights_sha256,
+        shipped_accuracy=entry["metrics"]["shipped"]["test_accuracy"],
+        new_accuracy=result.test_accuracy,
+        run_id=result.run_id,
+    )
