@@ -36,9 +36,10 @@ from zoo import paths
 from zoo.augment import AugmentationOp, check_ops_fit
 from zoo.errors import RecipeError, UnknownNameError
 
-# Keys that label a run or drive a search rather than configure the training; the fingerprint
-# leaves them out so that runs of one configuration over several seeds share a fingerprint.
-_NOT_FINGERPRINTED = ("name", "seed", "tune")
+# Keys that label a run, drive a search or only observe the training rather than configure it;
+# the fingerprint leaves them out so that runs of one configuration over several seeds (and with
+# monitoring on or off, which trains the same weights) share a fingerprint.
+_NOT_FINGERPRINTED = ("name", "seed", "tune", "diagnostics")
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -138,6 +139,13 @@ class TrainingSection(_Section):
     loss: Literal["crossentropy", "mse"] = "crossentropy"
 
 
+class DiagnosticsSection(_Section):
+    # Per-layer training monitors (zoo.monitor): metrics every `every` epochs, warnings, figures.
+    # Monitoring observes only: the trained weights are the same with it on or off.
+    monitor: bool = False
+    every: PositiveInt = 1
+
+
 class FloatDimension(_Section):
     type: Literal["float"]
     min: float
@@ -211,6 +219,7 @@ class Recipe(_Section):
     optimizer: OptimizerSection = OptimizerSection()
     training: TrainingSection = TrainingSection()
     tune: TuneSection = TuneSection()
+    diagnostics: DiagnosticsSection = DiagnosticsSection()
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -225,7 +234,7 @@ class Recipe(_Section):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the resolved recipe without name, seed and tune: it identifies a
+        """sha256 of the resolved recipe without name, seed, tune and diagnostics: it identifies a
         configuration."""
         config = {k: v for k, v in self.resolved().items() if k not in _NOT_FINGERPRINTED}
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))

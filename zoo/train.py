@@ -191,6 +191,11 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
     if run is not None:
         all_callbacks.append(_MlflowEpochLogger(run))
+    if recipe.diagnostics.monitor:
+        from zoo.monitor import monitor_for
+
+        # After early stopping: its end-of-run figures then show the weights that are saved.
+        all_callbacks.append(monitor_for(prepared, run))
     all_callbacks.extend(callbacks)
 
     fit_started = time.perf_counter()

@@ -1,0 +1,108 @@
+"""Training monitors: they observe without changing the weights, log per-layer metrics and
+figures to MLflow, and flag the failure modes they are meant to catch (and not healthy runs)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from zoo.errors import RecipeError
+from zoo.recipe import load_recipe
+from zoo.train import train
+
+MONITOR = ["diagnostics.monitor=true"]
+
+
+def _recipe(name: str, *overrides: str):
+    return load_recipe(name, [f"name=test-{uuid.uuid4().hex[:8]}", *overrides])
+
+
+def _warnings(capsys) -> list[str]:
+    """The warning lines printed, without the end-of-run summary."""
+    return [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("monitor: ") and "warning(s)" not in line
+            and line != "monitor: no warnings"]
+
+
+def test_the_diagnostics_section_is_validated_and_not_fingerprinted():
+    plain = load_recipe("digits/mlp")
+    monitored = load_recipe("digits/mlp", ["diagnostics.monitor=true", "diagnostics.every=3"])
+    assert (monitored.diagnostics.monitor, monitored.diagnostics.every) == (True, 3)
+    assert plain.diagnostics.monitor is False
+    assert monitored.fingerprint == plain.fingerprint
+    with pytest.raises(RecipeError, match="diagnostics.every"):
+        load_recipe("digits/mlp", ["diagnostics.every=0"])
+    with pytest.raises(RecipeError, match="diagnostics.histograms: unknown key"):
+        load_recipe("digits/mlp", ["diagnostics.histograms=true"])
+
+
+# Dropout, batch norm and augmentation each draw randomness or keep state while training: a
+# monitor that called the model in training mode would change what the run learns.
+@pytest.mark.parametrize("name,overrides", [
+    ("digits/mlp", ["training.epochs=2"]),
+    ("digits/cnn_aug", ["training.epochs=1", "model.widths=[8,8]", "model.dropout=0.3",
+                        "model.dense=[8]"]),
+])
+def test_monitoring_does_not_change_the_trained_weights(name, overrides, model_dir):
+    plain = train(_recipe(name, *overrides), track=False, verbose=0, model_dir=model_dir)
+    monitored = train(_recipe(name, *overrides, *MONITOR), track=False, verbose=0,
+                      model_dir=model_dir)
+    assert monitored.weights_sha256 == plain.weights_sha256
+    assert monitored.test_loss == plain.test_loss
+
+
+def test_monitored_run_logs_metrics_tags_and_figures(mlflow_client, model_dir):
+    recipe = _recipe("digits/cnn", "training.epochs=3", "model.widths=[8,8]",
+                     "diagnostics.monitor=true", "diagnostics.every=1")
+    result = train(recipe, verbose=0, model_dir=model_dir)
+    run = mlflow_client.get_run(result.run_id)
+    for key in ("block1_conv1/update_ratio", "block1_conv1/grad_norm", "classifier/grad_norm",
+                "block1_conv1_act/dead_fraction", "block2_conv2_act/act_mean",
+                "block2_conv2_act/act_std"):
+        history = mlflow_client.get_metric_history(result.run_id, f"monitor/{key}")
+        assert [m.step for m in history] == [1, 2, 3], key
+    ratios = [m.value for m in mlflow_client.get_metric_history(
+        result.run_id, "monitor/block1_conv1/update_ratio")]
+    assert all(0 < r < 1 for r in ratios)
+    assert run.data.tags["monitor.warnings"].isdigit()
+    artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id, "monitor")}
+    assert artifacts == {f"monitor/{name}" for name in (
+        "warnings.txt", "activations.png", "gradients.png", "curves.png", "filters.png")}
+
+
+def test_every_n_epochs(mlflow_client, model_dir):
+    recipe = _recipe("digits/mlp", "training.epochs=4", "model.widths=[16]",
+                     "diagnostics.monitor=true", "diagnostics.every=2")
+    result = train(recipe, verbose=0, model_dir=model_dir)
+    history = mlflow_client.get_metric_history(result.run_id, "monitor/block1_dense/grad_norm")
+    assert [m.step for m in history] == [2, 4]
+    # A sequence model has no 2D filters to draw.
+    artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id, "monitor")}
+    assert "monitor/filters.png" not in artifacts
+
+
+def test_deep_sigmoid_mlp_is_flagged_for_vanishing_gradients(capsys, model_dir):
+    train(_recipe("mnist1d/mlp_sigmoid", "training.epochs=1", *MONITOR), track=False,
+          verbose=0, model_dir=model_dir)
+    vanishing = {line.split()[1] for line in _warnings(capsys) if "vanishing" in line}
+    # The first layers, farthest from the loss, lose the most; the classifier is the reference.
+    assert {"block1_dense", "block2_dense", "block3_dense"} <= vanishing
+    assert "classifier" not in vanishing and "block6_dense" not in vanishing
+
+
+def test_relu_mlp_is_not_flagged(capsys, model_dir):
+    train(_recipe("mnist1d/mlp", "training.epochs=1", *MONITOR), track=False, verbose=0,
+          model_dir=model_dir)
+    assert _warnings(capsys) == []
+
+
+def test_zero_initializer_is_flagged(capsys, model_dir):
+    train(_recipe("digits/mlp", "training.epochs=1", "model.initializer=zeros", *MONITOR),
+          track=False, verbose=0, model_dir=model_dir)
+    lines = _warnings(capsys)
+    symmetric = {line.split()[1] for line in lines if "identical weights" in line}
+    dead = {line.split()[1] for line in lines if "ReLU units are dead" in line}
+    assert symmetric == {"block1_dense", "block2_dense", "classifier"}
+    assert dead == {"block1_act", "block2_act"}
+    assert any("block1_dense gradient norm 0.0e+00" in line for line in lines)
