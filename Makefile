@@ -16,7 +16,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo reproduce predict gradcheck sanity tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo reproduce predict gradcheck sanity lr-find tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ gradcheck: $(ENV) ## compare analytic and numeric gradients of RECIPE's model (f
 
 sanity: $(ENV) ## initial loss, L2 effect and overfitting a tiny subset, for RECIPE
 	$(ZOO) sanity $(RECIPE) $(ARGS)
+
+lr-find: $(ENV) ## learning-rate range test of RECIPE: loss-vs-rate PNG and a suggested rate
+	$(ZOO) lr-find $(RECIPE) $(ARGS)
 
 augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
 	$(ZOO) augment-preview $(RECIPE) $(ARGS)

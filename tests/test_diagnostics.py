@@ -1,12 +1,19 @@
-"""Gradient check and sanity checks: they pass on the zoo's models and catch broken ones."""
+"""Gradient check, sanity checks and the learning-rate range test: they pass on the zoo's models
+and catch broken ones."""
 
 from __future__ import annotations
 
+import uuid
+
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
+from zoo import cli
 from zoo.diagnostics import float64, gradcheck, relative_error, sanity
+from zoo.errors import ArgumentError
+from zoo.lr_find import lr_find, suggest
 from zoo.recipe import load_recipe
 
 
@@ -94,3 +101,44 @@ def test_broken_loss_fails_the_initial_loss_check():
     checks = sanity(load_recipe("digits/mlp", ["training.loss=mse"]))
     assert checks[0].passed is False
     assert "ln(10)" in checks[0].detail
+
+
+def test_lr_find_suggests_a_sane_rate_on_digits_mlp(tmp_path):
+    result = lr_find(load_recipe("digits/mlp"), steps=100, track=False, out=tmp_path / "lr.png")
+    rates = np.asarray(result.learning_rates)
+    assert rates[0] == pytest.approx(1e-7)
+    assert np.allclose(rates[1:] / rates[:-1], rates[1] / rates[0])  # exponential
+    assert result.stopped_early  # rates up to 10 blow the loss up
+    assert 1e-4 <= result.suggested <= 1e-1, result.suggested
+    assert result.suggested < result.min_loss_rate
+    assert result.override == f"optimizer.learning_rate={result.suggested:.2g}"
+    assert (tmp_path / "lr.png").stat().st_size > 10_000
+
+
+def test_lr_find_logs_a_run_that_comparisons_ignore(mlflow_client, tmp_path):
+    recipe = load_recipe("digits/mlp", ["model.widths=[16]", f"name=lr-{uuid.uuid4().hex[:8]}"])
+    result = lr_find(recipe, steps=20, out=tmp_path / "lr.png")
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["zoo.kind"] == "lr-find" and "zoo.fingerprint" not in run.data.tags
+    history = mlflow_client.get_metric_history(result.run_id, "lr_find/learning_rate")
+    assert [m.step for m in history] == list(range(len(result.learning_rates)))
+    assert {a.path for a in mlflow_client.list_artifacts(result.run_id)} == {"lr_find.png"}
+
+
+def test_suggestion_is_the_steepest_descent_before_the_minimum():
+    rates = np.logspace(-7, 1, 200)
+    x = np.log10(rates)
+    # Falls fastest at 1e-3, lowest near 1e-1, then diverges.
+    loss = 2.0 - np.tanh(2.0 * (x + 3.0)) + np.where(x > -1, 5.0 * (x + 1) ** 2, 0.0)
+    suggested, lowest = suggest(list(rates), list(loss))
+    assert suggested == pytest.approx(1e-3, rel=0.1)
+    assert lowest == pytest.approx(0.1, rel=0.3)
+    assert suggest(list(rates), list(np.linspace(2.0, 3.0, 200)))[0] is None  # never falls
+
+
+def test_lr_find_refuses_bad_ranges(capsys):
+    with pytest.raises(ArgumentError, match="--start"):
+        lr_find(load_recipe("digits/mlp"), start=1.0, end=0.1, track=False)
+    assert cli.main(["lr-find", "digits/mlp", "--steps", "3", "--no-track"]) == 2
+    assert "--steps must be at least 10" in capsys.readouterr().err

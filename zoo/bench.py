@@ -20,6 +20,7 @@ import numpy as np
 from zoo.recipe import Recipe, load_recipe
 
 TRAINING_OVERHEAD_TARGET = 1.10
+MONITOR_OVERHEAD_TARGET = 1.10  # monitoring every epoch against no monitoring
 BARE_ARRAYS = "bare fit (numpy arrays)"
 BARE_TF_DATA = "bare fit (zoo's tf.data)"
 ZOO = "zoo train + mlflow"
@@ -61,6 +62,46 @@ def run_training_bench(recipe_name: str, overrides: list[str], repeats: int = 2)
     verdict = "met" if ratio <= TRAINING_OVERHEAD_TARGET else "NOT met"
     print(f"ratio zoo/bare (fastest bare) {ratio:.3f}   "
           f"(target <= {TRAINING_OVERHEAD_TARGET:.2f}: {verdict})")
+    return ratio
+
+
+def run_monitor_bench(recipe_name: str, overrides: list[str], repeats: int = 2) -> float:
+    """Time `zoo.train` with the training monitor on every epoch against the same run without.
+
+    Both sides track to MLflow and train the same weights; they run interleaved, fastest of
+    `repeats` compared.
+
+    Returns:
+        The ratio of the fastest monitored run to the fastest unmonitored one.
+    """
+    recipe = load_recipe(recipe_name, overrides)
+    print(f"\nzoo bench: monitoring overhead on {recipe.name} (diagnostics.monitor=true, "
+          f"every=1); {repeats} timed runs of each side, interleaved", flush=True)
+    sides = {
+        "zoo train": recipe.with_overrides({"diagnostics.monitor": False}),
+        "zoo train + monitor": recipe.with_overrides({"diagnostics.monitor": True,
+                                                      "diagnostics.every": 1}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    with tempfile.TemporaryDirectory() as tmp, _private_store(Path(tmp)):
+        model_dir = Path(tmp) / "models"
+        for side in sides.values():  # warm-up: graph tracing, MLflow schema creation
+            _time_zoo_train(side.with_overrides({"training.steps": None, "training.epochs": 1}),
+                            model_dir)
+        for i in range(repeats):
+            order = list(sides) if i % 2 == 0 else list(reversed(sides))
+            for name in order:
+                keras.backend.clear_session()
+                seconds = _time_zoo_train(sides[name], model_dir)
+                times[name].append(seconds)
+                print(f"  run {i + 1}/{repeats}  {name:<26} {seconds:7.2f} s", flush=True)
+    for name, values in times.items():
+        print(f"{name:<26} fastest {min(values):7.2f} s   median "
+              f"{statistics.median(values):7.2f} s")
+    ratio = min(times["zoo train + monitor"]) / min(times["zoo train"])
+    verdict = "met" if ratio <= MONITOR_OVERHEAD_TARGET else "NOT met"
+    print(f"ratio monitored/unmonitored {ratio:.3f}   "
+          f"(target <= {MONITOR_OVERHEAD_TARGET:.2f}: {verdict})")
     return ratio
 
 

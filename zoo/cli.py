@@ -99,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     _recipe_arguments(sanity)
     sanity.set_defaults(handler=_sanity)
 
+    lr_find = commands.add_parser("lr-find", help="learning-rate range test: loss against an "
+                                  "exponentially rising rate",
+                                  description="Train a fresh model for --steps batches with "
+                                  "the learning rate rising from --start to --end; plot the "
+                                  "loss against the rate and suggest one.")
+    _recipe_arguments(lr_find)
+    lr_find.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
+    lr_find.add_argument("--start", type=float, default=1e-7, help="first learning rate")
+    lr_find.add_argument("--end", type=float, default=10.0, help="last learning rate")
+    lr_find.add_argument("--out", default=None,
+                         help="PNG path (default build/lr-find/<recipe>.png)")
+    lr_find.add_argument("--no-track", action="store_true", help="do not record an MLflow run")
+    lr_find.set_defaults(handler=_lr_find)
+
     role = commands.add_parser("tune-role")  # internal: a chief or worker process
     role.add_argument("recipe")
     role.add_argument("--directory", required=True)
@@ -258,6 +272,30 @@ def _sanity(args) -> int:
     return 0 if all(c.passed for c in checks) else 1
 
 
+def _lr_find(args) -> int:
+    from zoo.lr_find import lr_find
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"zoo: learning-rate range test of {recipe.name} ({recipe.optimizer.name}, "
+          f"{args.steps} steps from {args.start:g} to {args.end:g})", flush=True)
+    result = lr_find(recipe, steps=args.steps, start=args.start, end=args.end,
+                     track=not args.no_track, out=args.out)
+    stop = "stopped when the loss diverged" if result.stopped_early else "ran to the end"
+    print(f"steps          {len(result.losses)} ({stop})")
+    if result.min_loss_rate is not None:
+        print(f"lowest loss at {result.min_loss_rate:.2g}")
+    if result.suggested is not None:
+        print(f"suggested      {result.suggested:.2g} (steepest descent of the smoothed loss)")
+        print(f"use            zoo train {recipe.name} {result.override}")
+    for note in result.notes:
+        print(f"note           {note}")
+    print(f"plot           {result.plot_path}")
+    if result.run_id:
+        print(f"mlflow run     {result.run_id} (experiment {recipe.data.dataset})")
+    return 0 if result.suggested is not None else 1
+
+
 def _tune_role(args) -> int:
     from pathlib import Path
 
@@ -390,9 +428,10 @@ def _ui(args) -> int:
 
 
 def _bench(args) -> int:
-    from zoo.bench import run_training_bench, run_tuning_bench
+    from zoo.bench import run_monitor_bench, run_training_bench, run_tuning_bench
 
     run_training_bench(args.recipe, args.overrides, repeats=args.repeats)
+    run_monitor_bench(args.recipe, args.overrides, repeats=args.repeats)
     run_tuning_bench()
     return 0
 

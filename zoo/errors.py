@@ -27,3 +27,7 @@ class TrainingError(ZooError):
 
 class ModelFileError(ZooError):
     """A model file is missing, corrupted or fails its checksum."""
+
+
+class ArgumentError(ZooError):
+    """A command's option has a value it cannot work with."""
