@@ -155,8 +155,8 @@ def _time_bare_fit(recipe: Recipe, tf_data: bool) -> float:
     from zoo.train import seed_everything, training_length
 
     started = time.perf_counter()
-    seed_everything(recipe.seed)
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    seed_everything(recipe.seed)  # after loading, as zoo.train.prepare does
     batch_size, n = recipe.data.batch_size, splits.num_classes
     epochs, _ = training_length(recipe, len(splits.y_train))
     model = build_model(recipe.model.name, recipe.model.args, input_shape=splits.input_shape,

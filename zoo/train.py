@@ -93,8 +93,11 @@ def prepare(recipe: Recipe) -> Prepared:
     from zoo.models import build_model
     from zoo.optim import make_optimizer
 
-    seed_everything(recipe.seed)
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    # Seeded after loading: the first load of a data set in a process may draw from the global
+    # generators (mnist1d seeds and draws NumPy's), later loads come from a cache and do not, so
+    # seeding before would make the weights depend on what the process trained before.
+    seed_everything(recipe.seed)
     batch_size = recipe.data.batch_size
     epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
     model = build_model(
