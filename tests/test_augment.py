@@ -19,7 +19,7 @@ def _ops(recipe_name: str, ops: str):
 @pytest.mark.parametrize("op,dataset", [*[(op, "digits") for op in IMAGE_OPS],
                                         *[(op, "mnist1d") for op in SEQUENCE_OPS]])
 def test_each_op_keeps_shape_and_changes_some_examples(op, dataset):
-    recipe = "digits/cnn" if dataset == "digits" else "mnist1d/cnn"
+    recipe = "digits/cnn" if dataset == "digits" else "mnist1d/cnn_plain"
     splits = load_dataset(dataset, 0.1)
     x = splits.x_train[:32]
     out = augment_batch(x, _ops(recipe, f"[{{op: {op}}}]"), seed=0,
@@ -44,7 +44,7 @@ def test_each_epoch_draws_new_augmentations_deterministically():
     from zoo.train import seed_everything
 
     splits = load_dataset("mnist1d", 0.1)
-    ops = _ops("mnist1d/cnn", "[{op: noise}]")
+    ops = _ops("mnist1d/cnn_plain", "[{op: noise}]")
 
     def two_epochs():
         ds = make_dataset(splits.x_train[:50], splits.y_train[:50], 10, 50, shuffle_seed=1,
@@ -61,7 +61,7 @@ def test_each_epoch_draws_new_augmentations_deterministically():
 
 
 @pytest.mark.parametrize("recipe,ops,message", [
-    ("mnist1d/cnn", "[{op: rotation}]", "op 'rotation' does not apply to sequences"),
+    ("mnist1d/cnn_plain", "[{op: rotation}]", "op 'rotation' does not apply to sequences"),
     ("digits/cnn", "[{op: shift}]", "op 'shift' does not apply to images"),
     ("digits/cnn", "[{op: twirl}]", "does not match any of the expected tags"),
     ("digits/cnn", "[{op: cutout, size: 0}]", "greater than 0"),
@@ -87,4 +87,4 @@ def test_preview_writes_a_png(tmp_path):
     path = preview(recipe, tmp_path / "grid.png", samples=3, variants=2)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(RecipeError, match="augmentation is empty"):
-        preview(load_recipe("mnist1d/cnn"), tmp_path / "none.png")
+        preview(load_recipe("mnist1d/cnn_plain"), tmp_path / "none.png")

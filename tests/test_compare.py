@@ -133,7 +133,7 @@ def test_ablate_runs_the_grid_once_and_resumes(mlflow_client, tmp_path):
 def test_overlay_axis(mlflow_store):
     from zoo.ablate import cell_recipe
 
-    recipe = load_recipe("mnist1d/cnn")
+    recipe = load_recipe("mnist1d/cnn_plain")
     with_overlay = cell_recipe(recipe, {"overlay": "aug_shift_noise"}, seed=0)
     assert [op.op for op in with_overlay.data.augmentation] == ["shift", "noise"]
     assert cell_recipe(recipe, {"overlay": "none"}, seed=0).data.augmentation == []
