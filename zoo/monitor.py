@@ -21,13 +21,16 @@ unmonitored one. Nothing here draws random numbers.
 At the end of the run it logs PNGs under `monitor/`: activation and gradient histograms per
 layer (before training and after), the per-layer curves over epochs, and for 2D image CNNs the
 first convolution's filters (before and after). Problems print one line each, at most once per
-layer and kind, become MLflow tags `monitor.warning.<layer>.<kind>`, and are summed up at the end.
+layer and kind, become MLflow tags `monitor.warning.<layer>.<kind>`, and are summed up at the end
+with the time the monitor took (metric `monitor/seconds`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +80,20 @@ def _activation_kind(layer) -> str | None:
     return None if name in (None, "linear", "softmax") else name
 
 
+def _timed(hook):
+    """Adds the hook's run time to the monitor's `seconds`: what monitoring cost the run."""
+
+    @functools.wraps(hook)
+    def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    return timed
+
+
 @dataclass
 class _Warnings:
     """One line per (layer, kind), printed once, with its MLflow tag."""
@@ -120,8 +137,10 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.title = title
         self.warnings = _Warnings(run, print_fn)
         self.history: dict[str, list[tuple[int, float]]] = {}
+        self.seconds = 0.0  # spent in the monitor's hooks
 
     # ---------------------------------------------------------------------------- set-up
+    @_timed
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
@@ -139,6 +158,9 @@ class TrainingMonitor(keras.callbacks.Callback):
         loss_fn = model.loss if callable(model.loss) else keras.losses.get(model.loss)
         x = tf.constant(self.x_probe)
         y = tf.constant(self.y_probe, dtype=model.outputs[0].dtype)
+        # Kernel snapshots live beside the kernels (plain tf.Variables, outside the model): taking
+        # one and comparing with it needs no copy to the host and no wait for the step running.
+        snapshots = [tf.Variable(tf.zeros(k.shape, k.dtype), trainable=False) for k in kernels]
 
         def probe_pass(with_values: bool):
             with tf.GradientTape() as tape:
@@ -148,7 +170,15 @@ class TrainingMonitor(keras.callbacks.Callback):
             grads = tape.gradient(loss, kernels)
             grads = [tf.zeros_like(k) if g is None else g for k, g in zip(kernels, grads,
                                                                            strict=True)]
-            stats = [tf.norm(g) for g in grads]
+            # Per kernel: gradient norm, update norm, snapshot norm, and the largest spread of
+            # any input's weights across the units with the largest weight (symmetry).
+            stats = []
+            for kernel, snapshot, grad in zip(kernels, snapshots, grads, strict=True):
+                value = tf.convert_to_tensor(kernel)
+                units = tf.reshape(value, [-1, value.shape[-1]])
+                stats += [tf.norm(grad), tf.norm(value - snapshot), tf.norm(snapshot),
+                          tf.reduce_max(tf.reduce_max(units, 1) - tf.reduce_min(units, 1)),
+                          tf.reduce_max(tf.abs(units))]
             for kind, a in zip(kinds, outputs[1:], strict=True):
                 a = tf.cast(a, tf.float32)
                 stats += [tf.reduce_mean(a), tf.math.reduce_std(a)]
@@ -161,59 +191,68 @@ class TrainingMonitor(keras.callbacks.Callback):
                     stats.append(tf.reduce_mean(tf.cast(tf.abs(a) > 0.99, tf.float32)))
             scalars = tf.stack([tf.cast(s, tf.float32) for s in stats])
             if not with_values:
-                return scalars, [], []
+                return scalars
             return scalars, [_subsample(a) for a in outputs[1:]], [_subsample(g) for g in grads]
 
-        self._probe = tf.function(lambda: probe_pass(False))
+        def snapshot():
+            for kernel, copy in zip(kernels, snapshots, strict=True):
+                copy.assign(tf.convert_to_tensor(kernel))
+
+        # No tensor-dependent control flow: without autograph the trace takes half as long.
+        self._probe = tf.function(lambda: probe_pass(False), autograph=False)
         self._probe_values = lambda: probe_pass(True)  # twice per run: eager is fine
-        self._kernels_before: list[np.ndarray] | None = None
+        self._snapshot = tf.function(snapshot, autograph=False)
+        self._sizes = [int(np.prod(k.shape)) for k in kernels]
+        self._snapshotted = False
         self._steps = self.params.get("steps") if self.params else None
         self._epoch = 0
         self._first_conv = next((layer for layer in self.weighted
                                  if isinstance(layer, keras.layers.Conv2D)), None)
         self._filters_before = (_numpy(self._first_conv.kernel) if self._first_conv is not None
                                 else None)
-        _, self._values_before_act, self._values_before_grad = self._probe_values()
-        self._check_symmetry([_numpy(k) for k in kernels], epoch=None)
+        scalars, self._values_before_act, self._values_before_grad = self._probe_values()
+        self._check_symmetry(self._kernel_stats(scalars.numpy()), epoch=None)
 
     # ---------------------------------------------------------------------------- hooks
     def _monitored(self, epoch: int) -> bool:
         return (epoch + 1) % self.every == 0
 
+    @_timed
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._kernels_before = None
+        self._snapshotted = False
         if self._monitored(epoch) and not self._steps:  # unknown epoch length: whole epoch
             self._snapshot()
+            self._snapshotted = True
 
+    @_timed
     def on_train_batch_begin(self, batch, logs=None):
-        # The snapshot before the epoch's last step; reading the kernels waits for the steps
-        # before it, once per monitored epoch.
+        # The snapshot before the epoch's last step: the update ratio is that one step's.
         if self._steps and batch == self._steps - 1 and self._monitored(self._epoch):
             self._snapshot()
+            self._snapshotted = True
 
-    def _snapshot(self):
-        self._kernels_before = [_numpy(layer.kernel) for layer in self.weighted]
+    def _kernel_stats(self, scalars: np.ndarray) -> list[np.ndarray]:
+        """Per kernel: (gradient norm, update norm, snapshot norm, unit spread, largest weight)."""
+        return [scalars[5 * i:5 * i + 5] for i in range(len(self.weighted))]
 
+    @_timed
     def on_epoch_end(self, epoch, logs=None):
         if not self._monitored(epoch):
             return
         step = epoch + 1
-        scalars = self._probe()[0].numpy()
+        scalars = self._probe().numpy()
+        kernel_stats = self._kernel_stats(scalars)
         metrics: dict[str, float] = {}
-        kernels = [_numpy(layer.kernel) for layer in self.weighted]
-        grad_norms = scalars[:len(self.weighted)]
-        for i, layer in enumerate(self.weighted):
-            metrics[f"monitor/{layer.name}/grad_norm"] = float(grad_norms[i])
-            if self._kernels_before is not None:
-                before = self._kernels_before[i]
-                change = float(np.linalg.norm(kernels[i] - before))
-                scale = float(np.linalg.norm(before))
+        for layer, (grad_norm, change, scale, _, _) in zip(self.weighted, kernel_stats,
+                                                           strict=True):
+            metrics[f"monitor/{layer.name}/grad_norm"] = float(grad_norm)
+            if self._snapshotted:
                 if scale > 0:
-                    metrics[f"monitor/{layer.name}/update_ratio"] = change / scale
+                    metrics[f"monitor/{layer.name}/update_ratio"] = float(change / scale)
                 elif change == 0:
                     metrics[f"monitor/{layer.name}/update_ratio"] = 0.0
-        at = len(self.weighted)
+        at = 5 * len(self.weighted)
         for layer, kind in self.activations:
             metrics[f"monitor/{layer.name}/act_mean"] = float(scalars[at])
             metrics[f"monitor/{layer.name}/act_std"] = float(scalars[at + 1])
@@ -226,20 +265,27 @@ class TrainingMonitor(keras.callbacks.Callback):
                 at += 1
         for key, value in metrics.items():
             self.history.setdefault(key, []).append((step, value))
-        self._check(metrics, kernels, step)
+        self._check(metrics, step)
+        self._check_symmetry(kernel_stats, step)
         if self.run is not None:
             self.run.log_epoch({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
 
     def on_train_end(self, logs=None):
+        started = time.perf_counter()
         count = len(self.warnings.seen)
         summary = (f"monitor: {count} warning(s): " + "; ".join(
             f"{layer} {kind}" for layer, kind in self.warnings.seen) if count
             else "monitor: no warnings")
-        self.warnings.print_fn(summary)
-        if self.run is None:
-            return
+        if self.run is not None:
+            self._log_figures(summary)
+        self.seconds += time.perf_counter() - started
+        self.warnings.print_fn(f"{summary} (monitoring took {self.seconds:.1f} s)")
+        if self.run is not None:
+            self.run.set_tags({"monitor.warnings": count})
+            self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._epoch + 1)
+
+    def _log_figures(self, summary: str) -> None:
         _, act_after, grad_after = self._probe_values()
-        self.run.set_tags({"monitor.warnings": count})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             files = [folder / "warnings.txt"]
@@ -264,15 +310,15 @@ class TrainingMonitor(keras.callbacks.Callback):
                 self.run.log_artifact(path, "monitor")
 
     # ---------------------------------------------------------------------------- checks
-    def _check(self, metrics: dict[str, float], kernels: list[np.ndarray], step: int) -> None:
+    def _check(self, metrics: dict[str, float], step: int) -> None:
         warn = self.warnings.add
         rate = _current_rate(self.model)
         epochs = (self.params or {}).get("epochs") or step
         low_updates_matter = step <= max(self.every, math.ceil(0.1 * epochs)) and (
             self.base_learning_rate is None or rate is None
             or rate >= self.base_learning_rate * (1 - 1e-6))
-        rms = {layer.name: metrics[f"monitor/{layer.name}/grad_norm"] / math.sqrt(kernel.size)
-               for layer, kernel in zip(self.weighted, kernels, strict=True)}
+        rms = {layer.name: metrics[f"monitor/{layer.name}/grad_norm"] / math.sqrt(size)
+               for layer, size in zip(self.weighted, self._sizes, strict=True)}
         reference = rms[self.weighted[-1].name] if self.weighted else 0.0
         for layer in self.weighted:
             name = layer.name
@@ -309,19 +355,15 @@ class TrainingMonitor(keras.callbacks.Callback):
             if saturated is not None and saturated > SATURATED_FRACTION:
                 warn(layer.name, "saturated", f"{saturated:.0%} of {kind} outputs are saturated "
                      "(their gradient is nearly zero)", step)
-        self._check_symmetry(kernels, step)
 
-    def _check_symmetry(self, kernels: list[np.ndarray], epoch: int | None) -> None:
-        for layer, kernel in zip(self.weighted, kernels, strict=True):
-            units = kernel.reshape(-1, kernel.shape[-1])
-            if units.shape[1] < 2:
-                continue
-            spread = float(np.ptp(units, axis=1).max())
-            if spread <= SYMMETRY_TOLERANCE * float(np.abs(units).max()):
+    def _check_symmetry(self, kernel_stats: list[np.ndarray], epoch: int | None) -> None:
+        for layer, (*_, spread, largest) in zip(self.weighted, kernel_stats, strict=True):
+            units = layer.kernel.shape[-1]
+            if units >= 2 and spread <= SYMMETRY_TOLERANCE * largest:
                 self.warnings.add(
-                    layer.name, "symmetric", f"all {units.shape[1]} units have identical "
-                    "weights — they compute the same thing and get the same gradient, so "
-                    "training cannot tell them apart (zero or constant initializer?)", epoch)
+                    layer.name, "symmetric", f"all {units} units have identical weights — they "
+                    "compute the same thing and get the same gradient, so training cannot tell "
+                    "them apart (zero or constant initializer?)", epoch)
 
 
 def monitor_for(prepared, run) -> TrainingMonitor:
@@ -420,7 +462,7 @@ def _curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.3)
