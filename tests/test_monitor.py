@@ -106,3 +106,30 @@ def test_zero_initializer_is_flagged(capsys, model_dir):
     assert symmetric == {"block1_dense", "block2_dense", "classifier"}
     assert dead == {"block1_act", "block2_act"}
     assert any("block1_dense gradient norm 0.0e+00" in line for line in lines)
+
+
+def test_monitor_on_a_dataset_of_unknown_length():
+    # Without a known epoch length there is no last step to snapshot before: the ratio is the
+    # epoch's net change divided by its steps.
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from zoo.monitor import TrainingMonitor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 64)]
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="tanh", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(hidden))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy())
+    data = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda *_: True).batch(16)
+    assert data.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    lines = []
+    monitor = TrainingMonitor(x[:32], y[:32], print_fn=lines.append)
+    model.fit(data, epochs=2, verbose=0, shuffle=False, callbacks=[monitor])
+    ratios = [value for _, value in monitor.history["monitor/hidden/update_ratio"]]
+    assert len(ratios) == 2 and all(0 < r < 1 for r in ratios)
+    assert "monitor/hidden/saturated_fraction" in monitor.history
+    assert lines[-1].startswith("monitor: ")

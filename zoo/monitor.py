@@ -54,7 +54,8 @@ UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH = 1e-4, 1e-2
 #   layer stays within a factor of 100 of the classifier's, the layer that receives it first.
 #   Below 1/100 the gradient has vanished on the way; above 100x it has exploded.
 GRADIENT_SPREAD = 100.0
-# - A gradient this small is zero for every practical purpose (float32 resolution of the loss).
+# - A kernel gradient this small moves no weight: even a plain SGD step at rate 1 would change
+#   weights of order 0.1 by less than their float32 resolution (~1e-8).
 GRADIENT_ZERO = 1e-10
 # - Some dead ReLUs are normal; when most of a layer is dead, its capacity is gone.
 DEAD_FRACTION = 0.5
@@ -170,8 +171,9 @@ class TrainingMonitor(keras.callbacks.Callback):
             grads = tape.gradient(loss, kernels)
             grads = [tf.zeros_like(k) if g is None else g for k, g in zip(kernels, grads,
                                                                            strict=True)]
-            # Per kernel: gradient norm, update norm, snapshot norm, and the largest spread of
-            # any input's weights across the units with the largest weight (symmetry).
+            # Per kernel: gradient norm, update norm, snapshot norm, the largest spread of one
+            # input's weights across the units, and the largest weight (the units are all alike
+            # when the spread is nil next to it).
             stats = []
             for kernel, snapshot, grad in zip(kernels, snapshots, grads, strict=True):
                 value = tf.convert_to_tensor(kernel)
@@ -205,6 +207,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._sizes = [int(np.prod(k.shape)) for k in kernels]
         self._snapshotted = False
         self._steps = self.params.get("steps") if self.params else None
+        self._batches = 0  # this epoch's, counted only when the epoch length is unknown
         self._epoch = 0
         self._first_conv = next((layer for layer in self.weighted
                                  if isinstance(layer, keras.layers.Conv2D)), None)
@@ -221,14 +224,18 @@ class TrainingMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._snapshotted = False
-        if self._monitored(epoch) and not self._steps:  # unknown epoch length: whole epoch
+        self._batches = 0
+        if self._monitored(epoch) and not self._steps:
+            # Unknown epoch length: the epoch's net change, divided by its steps at the end.
             self._snapshot()
             self._snapshotted = True
 
     @_timed
     def on_train_batch_begin(self, batch, logs=None):
         # The snapshot before the epoch's last step: the update ratio is that one step's.
-        if self._steps and batch == self._steps - 1 and self._monitored(self._epoch):
+        if not self._steps:
+            self._batches += 1
+        elif batch == self._steps - 1 and self._monitored(self._epoch):
             self._snapshot()
             self._snapshotted = True
 
@@ -244,12 +251,13 @@ class TrainingMonitor(keras.callbacks.Callback):
         scalars = self._probe().numpy()
         kernel_stats = self._kernel_stats(scalars)
         metrics: dict[str, float] = {}
+        steps = 1 if self._steps else max(1, self._batches)
         for layer, (grad_norm, change, scale, _, _) in zip(self.weighted, kernel_stats,
                                                            strict=True):
             metrics[f"monitor/{layer.name}/grad_norm"] = float(grad_norm)
             if self._snapshotted:
                 if scale > 0:
-                    metrics[f"monitor/{layer.name}/update_ratio"] = float(change / scale)
+                    metrics[f"monitor/{layer.name}/update_ratio"] = float(change / scale / steps)
                 elif change == 0:
                     metrics[f"monitor/{layer.name}/update_ratio"] = 0.0
         at = 5 * len(self.weighted)
