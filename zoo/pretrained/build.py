@@ -136,9 +136,9 @@ def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, A
 def inference_copy(model):
     """The model without its optimizer state (a third of the file for Adam's two slots), so
     the shipped file holds exactly the architecture and the trained weights."""
-    import keras
-
-    copy = keras.models.clone_model(model)
+    # From the config, not keras.models.clone_model: a clone of a compiled model is compiled
+    # too, and its optimizer slots would be saved.
+    copy = model.__class__.from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
 

@@ -64,7 +64,9 @@ def _image(path: Path, shape: tuple[int, ...], value_range: list[float]) -> np.n
     if pixels.ndim == 3:
         pixels = pixels[..., :3].mean(axis=-1)  # grayscale; any alpha channel dropped
     height, width, channels = shape
-    resized = tf.image.resize(pixels[..., None], (height, width), antialias=True).numpy()
+    # Area averaging: each model pixel is the mean of the image pixels it covers, as when the
+    # digits were scanned into 8x8 cells (a bilinear kernel would blur into the neighbours).
+    resized = tf.image.resize(pixels[..., None], (height, width), method="area").numpy()
     low, high = value_range
     image = low + resized * (high - low)
     return np.repeat(image, channels, axis=-1)[None].astype("float32")
