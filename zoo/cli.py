@@ -246,7 +246,7 @@ def _gradcheck(args) -> int:
     if not (reg.l1 or reg.l2):
         # Without a penalty of its own the second pass would repeat the first: check L2 anyway.
         recipe = recipe.with_overrides({"regularization.l2": 1e-3})
-    wrong = False
+    wrong, checks = False, []
     for regularized in (False, True):
         penalty = (f"with regularization (l1={recipe.regularization.l1:g}, "
                    f"l2={recipe.regularization.l2:g})" if regularized
@@ -260,6 +260,10 @@ def _gradcheck(args) -> int:
             print(f"  {check.name:<32} max relative error {check.max_relative_error:.2e}  "
                   f"{check.verdict} ({check.samples} samples{kinks})")
             wrong |= check.verdict == "wrong"
+            checks.append(check)
+    worst = max(checks, key=lambda check: check.max_relative_error)
+    print(f"{'FAIL' if wrong else 'PASS'}  {len(checks)} tensor checks; worst {worst.name} "
+          f"{worst.max_relative_error:.2e} ({worst.verdict})")
     return 1 if wrong else 0
 
 
