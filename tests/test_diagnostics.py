@@ -87,6 +87,20 @@ def test_gradcheck_catches_a_wrong_gradient():
     assert checks["head/kernel"].verdict in ("good", "acceptable with kinks")
 
 
+def test_gradcheck_command_exits_non_zero_on_a_wrong_tensor(monkeypatch, capsys):
+    from zoo import diagnostics
+    from zoo.diagnostics import TensorCheck
+
+    def checks(recipe, regularized):
+        yield TensorCheck("good/kernel", 1e-9, samples=6, kinks=0)
+        if regularized:
+            yield TensorCheck("broken/kernel", 0.5, samples=6, kinks=0)
+
+    monkeypatch.setattr(diagnostics, "gradcheck", checks)
+    assert cli.main(["gradcheck", "digits/mlp"]) == 1
+    assert "FAIL  3 tensor checks; worst broken/kernel 5.00e-01 (wrong)" in capsys.readouterr().out
+
+
 def test_relative_error_bands():
     assert relative_error(0.0, 0.0) == 0.0
     assert relative_error(1.0, 1.0 + 1e-9) == pytest.approx(1e-9, rel=1e-3)
