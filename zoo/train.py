@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import tempfile
 import time
@@ -20,6 +19,7 @@ from zoo import interrupt, paths
 from zoo.augment import augment_dataset
 from zoo.data import Splits, load_dataset, make_dataset
 from zoo.errors import TrainingError
+from zoo.files import atomic_path
 from zoo.recipe import Recipe
 from zoo.schedules import LearningRateController
 
@@ -265,16 +265,9 @@ def _log_artifacts(run, prepared: Prepared, history, model_path: Path) -> None:
 
 
 def save_model_atomically(model, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    """Never a half-written model: Keras writes a temporary file that is then renamed."""
+    with atomic_path(path, suffix=".tmp.keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def weights_sha256(model) -> str:

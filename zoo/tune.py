@@ -25,6 +25,7 @@ import yaml
 from zoo import paths, tracking
 from zoo.compare import describe_cell
 from zoo.errors import ZooError
+from zoo.files import write_text_atomically
 from zoo.recipe import Recipe, validate
 from zoo.train import prepare, train
 
@@ -256,10 +257,7 @@ def write_tuned_recipe(recipe: Recipe, best: Recipe) -> Path:
     validate(resolved)  # it must train as it stands
     header = (f"# The best trial of `zoo tune {recipe.name}` ({recipe.tune.algorithm}, "
               f"{recipe.tune.objective.name}), as a complete recipe.\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + yaml.safe_dump(resolved, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomically(path, header + yaml.safe_dump(resolved, sort_keys=False))
     return path
 
 

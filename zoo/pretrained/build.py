@@ -14,12 +14,12 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.files import write_text_atomically
 from zoo.pretrained.loader import MANIFEST_NAME, PRETRAINED_DIR
 
 # Entry -> test accuracy target (mean over seeds) on the data set's fixed test split.
@@ -173,17 +173,8 @@ def _environment() -> dict[str, Any]:
 
 def write_manifest(manifest: dict[str, Any], directory: Path = PRETRAINED_DIR) -> None:
     """Write the manifest atomically (a reader never sees half of it)."""
-    _write_atomically(directory / MANIFEST_NAME,
+    write_text_atomically(directory / MANIFEST_NAME,
                       json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the manifest private to its writer
-    os.replace(tmp, path)
 
 
 def _minutes(seconds: float) -> str:
@@ -256,7 +247,7 @@ hash and metrics with the shipped ones.
 ```
 """
     path = directory / f"{name}.md"
-    _write_atomically(path, text)
+    write_text_atomically(path, text)
     return path
 
 
@@ -284,5 +275,5 @@ def update_readme(manifest: dict[str, Any], readme: Path) -> bool:
         return False
     head, rest = text.split(TABLE_START, 1)
     _, tail = rest.split(TABLE_END, 1)
-    _write_atomically(readme, f"{head}{TABLE_START}\n{zoo_table(manifest)}\n{TABLE_END}{tail}")
+    write_text_atomically(readme, f"{head}{TABLE_START}\n{zoo_table(manifest)}\n{TABLE_END}{tail}")
     return True
