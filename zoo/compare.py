@@ -210,9 +210,9 @@ def learning_curves_plot(groups: Sequence[Group], keys: Sequence[str], path: Pat
     """Per configuration, the mean curve over seeds with a band of ± one std."""
     import numpy as np
 
-    from zoo.plots import _pyplot
+    from zoo.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for group in groups:
         curves = [r.history.get(metric, []) for r in group.runs]
@@ -239,9 +239,9 @@ def learning_curves_plot(groups: Sequence[Group], keys: Sequence[str], path: Pat
 def bar_plot(groups: Sequence[Group], keys: Sequence[str], path: Path,
              metric: str = "test_accuracy") -> Path:
     """The metric per configuration with error bars (± one std over seeds)."""
-    from zoo.plots import _pyplot
+    from zoo.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     stats_ = [mean_std(g.values(metric)) for g in groups]
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) + 2), 4.2))
     ax.bar(range(len(groups)), [m for m, _ in stats_], yerr=[s for _, s in stats_], capsize=4)

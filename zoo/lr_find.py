@@ -155,9 +155,9 @@ def suggest(rates: list[float], smoothed: list[float]) -> tuple[float | None, fl
 
 def plot(result: LrFindResult, path: Path) -> Path:
     """Loss against learning rate (log axis), the suggestion and the lowest loss marked."""
-    from zoo.plots import _pyplot
+    from zoo.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     rates = np.asarray(result.learning_rates)
     ax.plot(rates, result.losses, color="0.75", linewidth=0.8, label="batch loss")

@@ -411,9 +411,9 @@ def _histograms(names: list[str], before: list[np.ndarray], after: list[np.ndarr
     """One panel per layer: the values before training against after it."""
     from matplotlib.ticker import NullLocator
 
-    from zoo.plots import _pyplot
+    from zoo.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(4, len(names))
     rows = math.ceil(len(names) / columns)
     height = 2.4 * rows + 0.9
@@ -449,9 +449,9 @@ def _curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str)
     """Update ratio and gradient norm per layer over epochs, with the warning thresholds."""
     from matplotlib.ticker import NullLocator
 
-    from zoo.plots import _pyplot
+    from zoo.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, label in ((axes[0], "update_ratio", "update / weight ratio per step"),
                               (axes[1], "grad_norm", "kernel gradient norm (probe batch)")):
@@ -482,9 +482,9 @@ def _curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str)
 def _filters(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> Path:
     """The first convolution's filters (up to 32), before training (left) and after (right),
     each scaled to its own range."""
-    from zoo.plots import _pyplot
+    from zoo.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     count, per_row = min(after.shape[-1], 32), 8
     rows, columns = math.ceil(count / per_row), min(count, per_row)
     fig, axes = plt.subplots(rows, 2 * columns + 1, figsize=(0.55 * (2 * columns + 1) + 0.4,

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (the zoo writes PNGs; no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -19,7 +20,7 @@ def _pyplot():
 
 def learning_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
     """Loss and accuracy per epoch, train against validation, and the learning rate."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [("loss", "loss"), ("accuracy", "accuracy")]
     if "learning_rate" in history:
         panels.append(("learning_rate", "learning rate"))
@@ -45,7 +46,7 @@ def learning_curves(history: Mapping[str, Sequence[float]], path: Path, title: s
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
                      path: Path, title: str) -> Path:
     """Counts of true class (rows) against predicted class (columns) on the test split."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     counts = np.zeros((n, n), dtype=np.int64)
     np.add.at(counts, (y_true, y_pred), 1)
@@ -74,7 +75,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
 def augmentation_grid(originals: np.ndarray, variants: Sequence[np.ndarray], kind: str,
                       path: Path, title: str) -> Path:
     """One row per example: the original, then each augmented variant."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, columns = len(originals), 1 + len(variants)
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns + 0.5, 1.3 * rows + 0.6),
                              squeeze=False)
