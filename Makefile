@@ -95,7 +95,7 @@ test-full: $(ENV) ## run every test, slow ones included
 lint: $(ENV) ## ruff over the package and the tests
 	$(BIN)/ruff check zoo tests
 
-clean: ## remove the environment, caches, trained models and the local MLflow store
-	rm -rf $(VENV) models build *.egg-info .pytest_cache .ruff_cache
+clean: ## remove the environment, caches, trained models, saved searches and the local MLflow store
+	rm -rf $(VENV) models build tuning *.egg-info .pytest_cache .ruff_cache
 	find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -58,6 +58,30 @@ BAD_RECIPES = [
      ["optimizer.name", "'adamw'", "'nesterov'", "'adamax'"]),
     ("validation split of 1", None, ["data.validation_split=1"],
      ["data.validation_split", "less than 1"]),
+    # Constraints between builder arguments, or with the kind of data, fail at load time too.
+    ("dilation with strides", None,
+     ["model.name=cnn", "model.strides=2", "model.dilation=2"],
+     ["command line", "model.dilation", "needs strides=1", "strides=2"]),
+    ("causal padding on images", None, ["model.name=cnn", "model.padding=causal"],
+     ["model.padding", "causal padding is for sequences"]),
+    ("groups that do not divide the widths", None, ["model.name=cnn", "model.groups=3"],
+     ["model.groups", "must divide every width", "[16]"]),
+    ("norm groups that do not divide the widths", None,
+     ["model.normalization=group", "model.norm_groups=3"],
+     ["model.norm_groups", "must divide every width"]),
+    ("the paper's CNN on images", GOOD.replace("{name: mlp, widths: [16]}", "{name: cnn_paper}"),
+     [], ["recipe.yaml", "model.name", "cnn_paper takes sequences"]),
+    ("early stopping on val_loss without validation", None,
+     ["data.validation_split=0", "regularization.early_stopping={patience: 2}"],
+     ["command line", "regularization.early_stopping.monitor", "val_loss",
+      "validation_split"]),
+    ("plateau on val_loss without validation", None,
+     ["data.validation_split=0", "optimizer.schedule=plateau"],
+     ["optimizer.monitor", "val_loss", "validation_split is 0"]),
+    ("tuning on val_accuracy without validation", None,
+     ["data.validation_split=0",
+      "tune.space={optimizer.learning_rate: {type: float, min: 0.001, max: 0.1}}"],
+     ["tune.objective", "val_accuracy", "validation_split is 0"]),
     ("python tag", GOOD + "    seed: !!python/object/apply:os.system ['true']\n", [],
      ["recipe.yaml", "line 6", "python/object", "safe_load"]),
     ("not YAML", GOOD + "    data: [unclosed\n", [], ["recipe.yaml", "not valid YAML"]),
@@ -94,6 +118,13 @@ def test_cli_exits_2_with_that_line_and_starts_no_run(tmp_path, capsys, mlflow_c
     assert all(piece in captured.err for piece in pieces), captured.err
     assert "Traceback" not in captured.err
     assert run_count(mlflow_client) == before
+
+
+def test_validation_split_zero_is_allowed_with_training_metrics(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD), [
+        "data.validation_split=0", "regularization.early_stopping={monitor: loss}",
+        "optimizer.schedule=plateau", "optimizer.monitor=loss"])
+    assert recipe.data.validation_split == 0
 
 
 def test_missing_recipe_lists_known_ones():
@@ -174,3 +205,15 @@ def test_every_shipped_recipe_validates(name):
     recipe = load_recipe(name)
     assert recipe.name == name
     assert recipe.source.name == Path(name).name + ".yaml"
+
+
+def test_overlays_are_not_listed_as_recipes():
+    listed = list_recipes()
+    assert "mnist1d/cnn_paper" in listed
+    assert not [name for name in listed if name.startswith("overlays")], listed
+    # The make targets come from their own glob in the Makefile.
+    targets = subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval", "show-recipes:; @echo $(RECIPES)",
+         "show-recipes"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout.split()
+    assert "mnist1d/cnn_paper" in targets
+    assert not [t for t in targets if t.startswith("overlays")], targets

@@ -193,3 +193,15 @@ def test_atomic_save_leaves_nothing_when_saving_fails(tmp_path):
     with pytest.raises(OSError):
         save_model_atomically(Broken(), target)
     assert list(target.parent.iterdir()) == []
+
+
+def test_no_validation_split_trains_on_all_of_train_and_logs_no_val_metrics(mlflow_client,
+                                                                             model_dir):
+    result = train(tiny("data.validation_split=0"), verbose=0, model_dir=model_dir)
+    assert set(result.history) >= {"loss", "accuracy"}
+    assert not [key for key in result.history if key.startswith("val_")], result.history
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.validation_split"] == "0.0"
+    assert not [key for key in run.data.metrics if key.startswith("val_")]
+    assert 0.0 <= result.test_accuracy <= 1.0

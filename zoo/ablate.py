@@ -14,7 +14,7 @@ import yaml
 
 from zoo import paths, tracking
 from zoo.compare import describe_cell
-from zoo.errors import RecipeError
+from zoo.errors import ArgumentError, RecipeError
 from zoo.recipe import Recipe, flatten
 from zoo.train import train
 
@@ -46,14 +46,18 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
 
 
 def overlay_overrides(name: str) -> dict[str, Any]:
-    """The settings of `recipes/overlays/<name>.yaml` as dotted overrides (`none`: nothing)."""
+    """The settings of `recipes/overlays/<kind>/<name>.yaml` as dotted overrides (`none`:
+    nothing). Overlays sit one folder deeper than recipes, by the kind of data they fit, so
+    that nothing that lists recipes (`zoo list recipes`, the make targets) takes them for one."""
     if name == "none":
         return {}
-    path = paths.recipes_dir() / "overlays" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise RecipeError(f"command line: --axis overlay: no overlay {name!r} in {path.parent}; "
+    folder = paths.recipes_dir() / "overlays"
+    found = sorted(folder.glob(f"*/{name}.yaml"))
+    if not found:
+        known = sorted(p.stem for p in folder.glob("*/*.yaml"))
+        raise RecipeError(f"command line: --axis overlay: no overlay {name!r} in {folder}; "
                           f"known: {', '.join(['none', *known])}")
+    path = found[0]
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: an overlay is a mapping of recipe keys")
@@ -79,6 +83,8 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
 
     Every cell's recipe is validated before anything trains, so a bad value fails at once.
     """
+    if seeds < 1:
+        raise ArgumentError(f"ablate: --seeds must be at least 1 (received {seeds})")
     grid = cells(axes)
     seed_list = [recipe.seed + s for s in range(seeds)]
     jobs = [(cell, seed, cell_recipe(recipe, cell, seed)) for cell in grid for seed in seed_list]

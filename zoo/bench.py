@@ -189,13 +189,15 @@ def _time_bare_fit(recipe: Recipe, tf_data: bool) -> float:
     if tf_data:
         model.fit(make_dataset(splits.x_train, splits.y_train, n, batch_size,
                                shuffle_seed=recipe.seed),
-                  validation_data=make_dataset(splits.x_val, splits.y_val, n, batch_size),
+                  validation_data=(make_dataset(splits.x_val, splits.y_val, n, batch_size)
+                                   if splits.has_validation else None),
                   epochs=epochs, shuffle=False, verbose=0)
         model.evaluate(make_dataset(splits.x_test, splits.y_test, n, batch_size), verbose=0)
     else:
         one_hot = np.eye(n, dtype=np.float32)
         model.fit(splits.x_train, one_hot[splits.y_train], batch_size=batch_size, epochs=epochs,
-                  validation_data=(splits.x_val, one_hot[splits.y_val]), verbose=0)
+                  validation_data=((splits.x_val, one_hot[splits.y_val])
+                                   if splits.has_validation else None), verbose=0)
         model.evaluate(splits.x_test, one_hot[splits.y_test], batch_size=batch_size, verbose=0)
     return time.perf_counter() - started
 

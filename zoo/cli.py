@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="discard a saved search of this recipe instead of resuming it")
     tune.add_argument("--refine", action="store_true",
                       help="second pass over a narrower space around the best trials")
-    tune.add_argument("--workers", type=int, default=0,
-                      help="run Keras Tuner's chief and N workers on this machine")
+    tune.add_argument("--workers", type=int, default=1,
+                      help="1 (default) searches in this process; N > 1 runs Keras Tuner's "
+                      "chief and N worker processes on this machine")
     tune.set_defaults(handler=_tune)
 
     ablate = commands.add_parser("ablate", help="train a grid of switches over seeds",
@@ -78,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     _recipe_arguments(ablate)
     ablate.add_argument("--axis", action="append", required=True, metavar="key=v1,v2",
                         help="a recipe key and its values; overlay=NAME,none for "
-                        "recipes/overlays/NAME.yaml")
-    ablate.add_argument("--seeds", type=int, default=3)
+                        "recipes/overlays/<kind>/NAME.yaml")
+    ablate.add_argument("--seeds", type=int, default=3,
+                        help="seeds per cell: seed, seed+1, ... (default 3)")
     ablate.set_defaults(handler=_ablate)
 
     compare = commands.add_parser("compare", help="compare runs side by side")
@@ -152,7 +154,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "one model each (make zoo)")
     build.add_argument("names", nargs="*", metavar="NAME",
                        help="entries to (re)build; default all")
-    build.add_argument("--seeds", type=int, default=3)
+    build.add_argument("--seeds", type=int, default=3,
+                       help="seeds 0 .. N-1 per entry (default 3)")
     build.set_defaults(handler=_build_zoo)
 
     reproduce = commands.add_parser("reproduce", help="retrain a pretrained model from its "

@@ -62,7 +62,8 @@ class EarlyStopping(_Section):
 
 class DataSection(_Section):
     dataset: str = "mnist1d"
-    validation_split: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    # 0 holds out nothing: every training example trains, and no validation metrics exist.
+    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     batch_size: PositiveInt = 100
     standardize: bool = True
     augmentation: list[AugmentationOp] = []
@@ -329,7 +330,8 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Reci
 def validate(raw: dict[str, Any], source: Path | None = None,
              override_keys: set[str] = frozenset()) -> Recipe:
     """Validate plain data as a recipe, builder arguments of `model` included."""
-    from zoo.models import get_model_spec
+    from zoo.data import dataset_kind
+    from zoo.models import ArgumentError, get_model_spec
 
     where = str(source) if source else "recipe"
     try:
@@ -349,12 +351,39 @@ def validate(raw: dict[str, Any], source: Path | None = None,
         raise RecipeError(
             _describe(err, where, override_keys, prefix=("model",), allowed=allowed)
         ) from None
+    try:
+        spec.check_args(args, dataset_kind(recipe.data.dataset))
+    except ArgumentError as err:
+        raise RecipeError(_one_line(where, f"model.{err.argument}", err.message,
+                                    {}, override_keys)) from None
     resolved = recipe.model_dump(mode="json")
     resolved["model"] = {"name": recipe.model.name, **args}
     final = Recipe.model_validate(resolved)
+    _check_validation_metrics(final, where, override_keys)
     _check_space(final, where, override_keys)
     final._source = source
     return final
+
+
+def _check_validation_metrics(recipe: Recipe, where: str, override_keys: set[str]) -> None:
+    """Without a validation split there are no val_* metrics to watch: refuse what needs them
+    when the recipe loads, rather than after an epoch of training."""
+    if recipe.data.validation_split > 0:
+        return
+    stopping = recipe.regularization.early_stopping
+    watchers = [
+        ("regularization.early_stopping.monitor",
+         stopping.monitor if stopping is not None else None),
+        ("optimizer.monitor",
+         recipe.optimizer.monitor if recipe.optimizer.schedule == "plateau" else None),
+        ("tune.objective", recipe.tune.objective.name if recipe.tune.space else None),
+    ]
+    for key, metric in watchers:
+        if metric is not None and metric.startswith("val_"):
+            raise RecipeError(_one_line(
+                where, key, f"watches {metric}, but data.validation_split is 0 (no validation "
+                f"split); watch {metric[4:]} or set data.validation_split above 0", metric,
+                override_keys | ({key} if "data.validation_split" in override_keys else set())))
 
 
 def _check_space(recipe: Recipe, where: str, override_keys: set[str]) -> None:

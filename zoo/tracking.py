@@ -175,6 +175,19 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
         run.close(status)
 
 
+def run_exists(mlflow_client, run_id: str) -> bool:
+    """Whether the store holds a run of that id (deleted runs included)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
 def child_runs(mlflow_client, parent_run_id: str) -> list:
     """Every run nested under `parent_run_id` (tuning trials, ablation cells), any status."""
     experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id

@@ -66,7 +66,7 @@ class Prepared:
     splits: Splits
     model: Any
     train_data: Any
-    val_data: Any
+    val_data: Any  # None when the recipe holds out no validation split
     test_data: Any
     epochs: int
     steps_per_epoch: int
@@ -122,7 +122,8 @@ def prepare(recipe: Recipe) -> Prepared:
         model=model,
         train_data=make_dataset(splits.x_train, splits.y_train, n, batch_size,
                                 shuffle_seed=recipe.seed, augment=_augmentation(recipe, splits)),
-        val_data=make_dataset(splits.x_val, splits.y_val, n, batch_size),
+        val_data=(make_dataset(splits.x_val, splits.y_val, n, batch_size)
+                  if splits.has_validation else None),
         test_data=make_dataset(splits.x_test, splits.y_test, n, batch_size),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,

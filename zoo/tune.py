@@ -24,7 +24,7 @@ import yaml
 
 from zoo import paths, tracking
 from zoo.compare import describe_cell
-from zoo.errors import ZooError
+from zoo.errors import ArgumentError, ZooError
 from zoo.files import write_text_atomically
 from zoo.recipe import Recipe, validate
 from zoo.train import prepare, train
@@ -132,14 +132,14 @@ class ZooTuner(kt.Tuner):
 
 
 def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = None,
-         workers: int = 0) -> TuneResult:
+         workers: int = 1) -> TuneResult:
     """Run (or resume) the search a recipe's `tune` block describes.
 
     Args:
         recipe: a recipe with a non-empty `tune.space`.
         overwrite: discard a saved search of this recipe instead of resuming it.
         directory: where the search state lives (default `tuning/<recipe name>`).
-        workers: 0 searches in this process; N > 0 runs Keras Tuner's chief and N workers on
+        workers: 1 searches in this process; N > 1 runs Keras Tuner's chief and N workers on
             this machine, logging through a local MLflow server.
 
     Returns:
@@ -149,8 +149,18 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
         raise ZooError(f"{recipe.name}: tune.space is empty; add dimensions, e.g. "
                        "tune.space='{optimizer.learning_rate: {type: float, min: 1e-4, "
                        "max: 1e-1, sampling: log}}'")
+    if workers < 1:
+        raise ArgumentError(f"tune: --workers must be at least 1 (received {workers}); 1 "
+                            "searches in this process, N > 1 starts N worker processes")
     folder = directory or paths.project_root() / "tuning" / recipe.name
     state = _load_state(folder, recipe, overwrite)
+    parent_id = state.get("parent_run_id")
+    if parent_id and not tracking.run_exists(tracking.client(), parent_id):
+        raise TuneStateError(
+            f"{recipe.name}: the saved search in {folder} was recorded under MLflow run "
+            f"{parent_id}, which is not in {tracking.tracking_uri()} (was the store cleaned?); "
+            "run with --overwrite to start afresh, or set MLFLOW_TRACKING_URI to the store it "
+            "was recorded in")
     splits_name = experiment_name(recipe)
     with tracking.start_run(splits_name, f"tune {recipe.name}", {
         "zoo.recipe": recipe.name, "zoo.fingerprint": recipe.fingerprint,
@@ -166,7 +176,7 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
                                "tune.max_trials": recipe.tune.max_trials,
                                "tune.space": recipe.tune.model_dump(mode="json")["space"]})
         started = time.monotonic()
-        if workers:
+        if workers > 1:
             tuner = _run_distributed(recipe, folder, parent.run_id, workers)
         else:
             tuner = make_tuner(recipe, folder, parent.run_id)

@@ -89,3 +89,19 @@ def test_cached_arrays_are_read_only():
     splits = load_dataset("digits", 0.1)
     with pytest.raises(ValueError):
         splits.x_test[0, 0, 0, 0] = 1.0
+
+
+def test_validation_split_zero_trains_on_every_example():
+    held_out = load_dataset("mnist1d", validation_split=0.1)
+    splits = load_dataset("mnist1d", validation_split=0.0)
+    assert len(splits.y_train) == len(held_out.y_train) + len(held_out.y_val) == 4000
+    assert len(splits.y_val) == 0 and not splits.has_validation
+    assert held_out.has_validation
+
+
+def test_tiny_sets_that_cannot_be_stratified_still_split():
+    y = np.array([0, 0, 0, 0, 0, 0, 0, 1])  # class 1 has a single example
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    x_train, y_train, x_val, y_val = carve_validation(x, y, 0.25)
+    assert len(y_val) == 2 and len(y_train) == 6
+    assert not set(x_train[:, 0]) & set(x_val[:, 0])

@@ -28,6 +28,22 @@ def test_tfds_loads_under_mock_data(name, shape, classes):
     assert splits.y_train.max() < classes
 
 
+def test_tfds_validation_is_stratified_like_the_embedded_sets():
+    with tfds.testing.mock_data(num_examples=400):
+        splits = load_dataset("tfds:mnist", validation_split=0.2)
+    full = np.bincount(np.concatenate([splits.y_train, splits.y_val]), minlength=10)
+    val = np.bincount(splits.y_val, minlength=10)
+    assert len(splits.y_val) == 80
+    # Stratified: every class's validation share is within one example of 20%.
+    assert np.all(np.abs(val - 0.2 * full) <= 1), (val, full)
+
+
+def test_tfds_validation_split_zero_keeps_all_of_train():
+    with tfds.testing.mock_data(num_examples=30):
+        splits = load_dataset("tfds:mnist", validation_split=0.0)
+    assert len(splits.y_train) == 30 and len(splits.y_val) == 0
+
+
 def test_fashion_mnist_class_names_come_from_tfds():
     with tfds.testing.mock_data(num_examples=10):
         splits = load_dataset("tfds:fashion_mnist", validation_split=0.1)

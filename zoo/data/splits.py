@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,10 @@ class Splits:
         return len(self.class_names)
 
     @property
+    def has_validation(self) -> bool:
+        return len(self.y_val) > 0
+
+    @property
     def kind(self) -> str:
         """`sequence` for (length, channels) inputs, `image` for (height, width, channels)."""
         return "sequence" if len(self.input_shape) == 2 else "image"
@@ -47,10 +52,20 @@ class Splits:
 
 
 def carve_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int = SPLIT_SEED):
-    """Split train into (train, validation), stratified by class, with a fixed seed."""
+    """Split train into (train, validation), stratified by class, with a fixed seed.
+
+    A fraction of 0 holds nothing out: the validation arrays are empty. Stratifying needs two
+    examples of every class and room for each class on both sides; tiny sets that lack it
+    (mock data in tests) get a plain seeded split.
+    """
+    if fraction == 0:
+        return x, y, x[:0], y[:0]
     index = np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    n_val = math.ceil(fraction * len(y))
+    stratifiable = counts.min() >= 2 and min(n_val, len(y) - n_val) >= len(classes)
     train_idx, val_idx = train_test_split(
-        index, test_size=fraction, stratify=y, random_state=seed
+        index, test_size=fraction, stratify=y if stratifiable else None, random_state=seed
     )
     train_idx.sort()
     val_idx.sort()

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from zoo.data.splits import Splits
+from zoo.data.splits import Splits, carve_validation
 from zoo.errors import DataError, UnknownNameError
 
 PREFIX = "tfds:"
@@ -31,16 +31,13 @@ def check_name(name: str) -> None:
 
 
 def load(name: str, validation_split: float) -> Splits:
-    """Train/validation by slicing tfds' train split; tfds' test split as test."""
+    """tfds' train split, with validation carved from it stratified by class as for the
+    embedded sets (same fixed split seed); tfds' test split as test."""
     import tensorflow_datasets as tfds
 
     data_dir = os.environ.get("TFDS_DATA_DIR") or None
     download = os.environ.get("ZOO_TFDS_DOWNLOAD") == "1"
-    keep = round(100 * (1 - validation_split))
-    if not 0 < keep < 100:
-        raise DataError(f"data.validation_split={validation_split} leaves no whole percent of "
-                        f"{PREFIX}{name}'s train split for validation")
-    splits = [f"train[:{keep}%]", f"train[{keep}%:]", "test"]
+    splits = ["train", "test"]
     try:
         datasets, info = tfds.load(
             name, split=splits, as_supervised=True, with_info=True,
@@ -54,8 +51,8 @@ def load(name: str, validation_split: float) -> Splits:
             f"DIR here and set TFDS_DATA_DIR=DIR (or set ZOO_TFDS_DOWNLOAD=1 where downloading "
             f"works). tfds said: {str(err).splitlines()[0]}"
         ) from None
-    arrays = [_to_numpy(ds) for ds in datasets]
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays
+    (x_full, y_full), (x_test, y_test) = [_to_numpy(ds) for ds in datasets]
+    x_train, y_train, x_val, y_val = carve_validation(x_full, y_full, validation_split)
     label = info.features["label"]
     class_names = tuple(label.names) if getattr(label, "names", None) else tuple(
         str(c) for c in range(label.num_classes)

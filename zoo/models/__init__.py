@@ -6,9 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from zoo.models import cnn, linear, mlp  # noqa: F401  (registers the builders)
-from zoo.models.registry import ModelSpec, get_model_spec, model_names, register_model
+from zoo.errors import RecipeError
+from zoo.models.registry import (
+    ArgumentError,
+    ModelSpec,
+    get_model_spec,
+    model_names,
+    register_model,
+)
 
-__all__ = ["ModelSpec", "build_model", "get_model_spec", "model_names", "register_model"]
+__all__ = ["ArgumentError", "ModelSpec", "build_model", "get_model_spec", "model_names",
+           "register_model"]
 
 
 def build_model(
@@ -36,6 +44,9 @@ def build_model(
 
     Returns:
         An uncompiled `keras.Model`.
+
+    Raises:
+        RecipeError: the arguments do not fit each other or the data (`model.<argument>: ...`).
     """
     import keras
 
@@ -48,5 +59,8 @@ def build_model(
         mean, variance = standardize
         x = keras.layers.Normalization(axis=-1, mean=mean, variance=variance,
                                        name="standardize")(x)
-    outputs = spec.builder(x, num_classes, regularizer, **typed)
+    try:
+        outputs = spec.builder(x, num_classes, regularizer, **typed)
+    except ArgumentError as err:
+        raise RecipeError(f"model.{err.argument}: {err.message}") from None
     return keras.Model(inputs, outputs, name=(model_name or name).replace("/", "_"))

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from keras import layers
 from pydantic import Field
 
-from zoo.errors import RecipeError
+from zoo.models.registry import ArgumentError
 
 Activation = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "swish", "sigmoid", "tanh"]
 Normalization = Literal["batch", "layer", "group", "none"]
@@ -76,6 +76,11 @@ def spatial_rank(x) -> int:
     return len(x.shape) - 2
 
 
+def data_kind(x) -> str:
+    """`sequence`, `image`, or the shape itself for inputs that are neither."""
+    return {1: "sequence", 2: "image"}.get(spatial_rank(x), f"shape {tuple(x.shape[1:])}")
+
+
 def activation(kind: str, name: str, alpha: float = 0.01) -> layers.Layer:
     return ACTIVATIONS[kind](name, alpha)
 
@@ -105,8 +110,8 @@ def check_groups(normalization_kind: str, groups: int, widths) -> None:
         return
     bad = [w for w in widths if w % groups]
     if bad:
-        raise RecipeError(f"model.norm_groups: {groups} groups must divide every width; "
-                          f"{bad} are not multiples (received norm_groups={groups})")
+        raise ArgumentError("norm_groups", f"{groups} groups must divide every width; {bad} "
+                            f"are not multiples (received norm_groups={groups})")
 
 
 def conv(rank: int, filters: int, kernel_size: int, name: str, *, strides: int = 1,

@@ -7,7 +7,6 @@ from typing import Annotated
 from keras import initializers, layers
 from pydantic import Field, PositiveInt
 
-from zoo.errors import RecipeError
 from zoo.models import _blocks
 from zoo.models._blocks import (
     Activation,
@@ -19,10 +18,29 @@ from zoo.models._blocks import (
     Padding,
     Pooling,
 )
-from zoo.models.registry import register_model
+from zoo.models.registry import DATA_KINDS, ArgumentError, register_model
 
 
-@register_model
+def check_cnn(kind: str, *, widths, strides, dilation, groups, padding, normalization,
+              norm_groups, dense, **_) -> None:
+    """The constraints of `cnn` that do not depend on the data's values: checked when a recipe
+    loads and again when the model is built."""
+    if kind not in DATA_KINDS:
+        raise ArgumentError("name", f"cnn takes sequences or images, the data has {kind}")
+    if strides > 1 and dilation > 1:
+        raise ArgumentError("dilation", f"a dilation of {dilation} needs strides=1 (received "
+                            f"strides={strides}); Keras convolutions cannot do both")
+    if padding == "causal" and kind != "sequence":
+        raise ArgumentError("padding", "causal padding is for sequences; use same or valid "
+                            "for images (received 'causal')")
+    bad = [w for w in widths if w % groups]
+    if bad:
+        raise ArgumentError("groups", f"{groups} groups must divide every width; {bad} are "
+                            f"not multiples (received groups={groups})")
+    _blocks.check_groups(normalization, norm_groups, (*widths, *dense))
+
+
+@register_model(check=check_cnn)
 def cnn(
     x,
     num_classes,
@@ -75,8 +93,9 @@ def cnn(
         initializer: kernel initializer of every convolution and dense layer.
     """
     rank = _blocks.spatial_rank(x)
-    _check_conv_arguments(rank, x, widths, strides, dilation, groups, padding)
-    _blocks.check_groups(normalization, norm_groups, (*widths, *dense))
+    check_cnn(_blocks.data_kind(x), widths=widths, strides=strides, dilation=dilation,
+              groups=groups, padding=padding, normalization=normalization,
+              norm_groups=norm_groups, dense=dense)
     style = {"normalization_kind": normalization, "activation_kind": activation,
              "groups": norm_groups, "position": norm_position, "alpha": activation_alpha}
     # A bias is redundant right before a normalization layer, which re-centres anyway.
@@ -120,23 +139,13 @@ def cnn(
     return _blocks.classifier(x, num_classes, regularizer, initializer)
 
 
-def _check_conv_arguments(rank, x, widths, strides, dilation, groups, padding) -> None:
-    if rank not in (1, 2):
-        raise RecipeError(f"model.name: cnn takes sequences or images, the data has shape "
-                          f"{tuple(x.shape[1:])}")
-    if strides > 1 and dilation > 1:
-        raise RecipeError(f"model.dilation: a dilation of {dilation} needs model.strides=1 "
-                          f"(received strides={strides}); Keras convolutions cannot do both")
-    if padding == "causal" and rank != 1:
-        raise RecipeError("model.padding: causal padding is for sequences; use same or valid "
-                          "for images (received 'causal')")
-    bad = [w for w in widths if w % groups]
-    if bad:
-        raise RecipeError(f"model.groups: {groups} groups must divide every width; {bad} are "
-                          f"not multiples (received groups={groups})")
+def check_cnn_paper(kind: str, **_) -> None:
+    if kind != "sequence":
+        raise ArgumentError("name", "cnn_paper takes sequences (length, channels), the data "
+                            "are images; use model.name=cnn for images")
 
 
-@register_model
+@register_model(check=check_cnn_paper)
 def cnn_paper(x, num_classes, regularizer, /, *, channels: PositiveInt = 25):
     """The MNIST-1D paper's CNN: three stride-2 Conv1D layers (kernels 5, 3, 3), ReLU, linear head.
 
@@ -148,9 +157,7 @@ def cnn_paper(x, num_classes, regularizer, /, *, channels: PositiveInt = 25):
     Args:
         channels: channels of each convolution.
     """
-    if _blocks.spatial_rank(x) != 1:
-        raise RecipeError(f"model.name: cnn_paper takes sequences (length, channels), the data "
-                          f"has shape {tuple(x.shape[1:])}; use model.name=cnn for images")
+    check_cnn_paper(_blocks.data_kind(x))
     for i, kernel_size in enumerate((5, 3, 3), start=1):
         fan_in = x.shape[-1] * kernel_size
         x = layers.ZeroPadding1D(1, name=f"conv{i}_pad")(x)

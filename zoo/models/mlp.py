@@ -12,7 +12,12 @@ from zoo.models._blocks import Activation, Fraction, Initializer, Normalization,
 from zoo.models.registry import register_model
 
 
-@register_model
+def check_mlp(kind: str, *, normalization, norm_groups, widths, **_) -> None:
+    """The constraints of `mlp` between its arguments: checked when a recipe loads."""
+    _blocks.check_groups(normalization, norm_groups, widths)
+
+
+@register_model(check=check_mlp)
 def mlp(
     x,
     num_classes,
@@ -42,7 +47,7 @@ def mlp(
         residual: add each block's input to its output (a linear projection when widths differ).
         initializer: kernel initializer of every dense layer.
     """
-    _blocks.check_groups(normalization, norm_groups, widths)
+    check_mlp("", normalization=normalization, norm_groups=norm_groups, widths=widths)
     style = {"normalization_kind": normalization, "activation_kind": activation,
              "groups": norm_groups, "position": norm_position, "alpha": activation_alpha}
     # A bias is redundant right before a normalization layer, which re-centres anyway.

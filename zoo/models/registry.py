@@ -4,6 +4,12 @@ A builder is a function `builder(x, num_classes, regularizer, /, *, arg=default,
 the (standardized) input tensor and returns class probabilities. Its keyword-only arguments are
 the recipe's `model.*` keys: their annotations and defaults are the schema, so a builder states
 its options once and the recipe validation, defaults and MLflow params all follow from it.
+
+Constraints between arguments, or between an argument and the kind of data (images or
+sequences), live in an optional `check(kind, **args)` registered with the builder. It raises
+`ArgumentError` naming the builder's own argument; the recipe loader adds the `model.` prefix.
+So a recipe, every ablation cell and every corner of a tuning space is checked when it loads,
+before anything trains, and the builder runs the same check when it builds.
 """
 
 from __future__ import annotations
@@ -18,6 +24,22 @@ from pydantic import BaseModel, ConfigDict, create_model
 from zoo.errors import UnknownNameError
 
 Builder = Callable[..., Any]
+ArgumentCheck = Callable[..., None]
+DATA_KINDS = ("image", "sequence")
+
+
+class ArgumentError(ValueError):
+    """A builder argument that does not fit the other arguments or the data.
+
+    Args:
+        argument: the builder's argument (`dilation`), or `name` when the model as a whole
+            does not fit the data.
+        message: what is wrong and how to fix it, naming arguments without the `model.` prefix.
+    """
+
+    def __init__(self, argument: str, message: str):
+        self.argument, self.message = argument, message
+        super().__init__(f"{argument}: {message}")
 
 
 @dataclass(frozen=True)
@@ -26,6 +48,7 @@ class ModelSpec:
     builder: Builder
     args_model: type[BaseModel]
     summary: str
+    check: ArgumentCheck | None = None
 
     @property
     def arg_names(self) -> list[str]:
@@ -42,18 +65,36 @@ class ModelSpec:
         validated = self.args_model.model_validate(args)
         return {name: getattr(validated, name) for name in self.arg_names}
 
+    def check_args(self, args: dict[str, Any], kind: str) -> None:
+        """Raise `ArgumentError` when the arguments do not fit each other or the data kind.
+
+        Args:
+            args: the builder's arguments (validated, defaults filled in or not).
+            kind: `image` or `sequence`.
+        """
+        if self.check is not None:
+            self.check(kind, **self.typed_args(args))
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(builder: Builder | None = None, *, name: str | None = None):
-    """Register a builder under its function name (or `name`); duplicates are refused."""
+def register_model(builder: Builder | None = None, *, name: str | None = None,
+                   check: ArgumentCheck | None = None):
+    """Register a builder under its function name (or `name`); duplicates are refused.
+
+    Args:
+        builder: the builder function (when used as `@register_model` without arguments).
+        name: the registered name; default the function's name.
+        check: `check(kind, **args)`, raising `ArgumentError` for arguments that do not fit
+            each other or the data kind (`image` or `sequence`).
+    """
 
     def decorate(fn: Builder) -> Builder:
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is registered already (by {_REGISTRY[key].builder})")
-        _REGISTRY[key] = ModelSpec(key, fn, _args_model(key, fn), _summary(fn))
+        _REGISTRY[key] = ModelSpec(key, fn, _args_model(key, fn), _summary(fn), check)
         return fn
 
     return decorate(builder) if builder is not None else decorate

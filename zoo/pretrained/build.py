@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import ArgumentError
 from zoo.files import write_text_atomically
 from zoo.pretrained.loader import MANIFEST_NAME, PRETRAINED_DIR
 
@@ -48,6 +49,8 @@ def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEED
     """
     from zoo.recipe import load_recipe
 
+    if not seeds:
+        raise ArgumentError("build-zoo: --seeds must be at least 1 (received 0)")
     recipes = {name: load_recipe(name, overrides) for name in names}  # all errors up front
     path = directory / MANIFEST_NAME
     manifest = json.loads(path.read_text()) if path.exists() else {"entries": {}}

@@ -1,0 +1,69 @@
+"""Bad command-line input: one line `zoo: error: ...`, exit 2, no traceback, nothing recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import run_count
+from zoo import cli
+from zoo.recipe import load_recipe
+from zoo.tune import TuneStateError, _signature, tune
+
+SPACE = ("tune.space={optimizer.learning_rate: {type: float, min: 1.0e-3, max: 1.0e-1, "
+         "sampling: log}}")
+
+
+def refused(capsys, argv: list[str], *pieces: str) -> str:
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("zoo: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for piece in pieces:
+        assert piece in err, f"{piece!r} not in {err!r}"
+    return err
+
+
+def test_ablation_with_an_impossible_cell_fails_before_training(capsys, mlflow_client):
+    before, started = run_count(mlflow_client), time.monotonic()
+    refused(capsys, ["ablate", "mnist1d/cnn", "--axis", "model.strides=1,2",
+                     "--axis", "model.dilation=1,2", "--seeds", "1"],
+            "model.dilation", "strides=1")
+    assert time.monotonic() - started < 30  # refused up front, not after training a cell
+    assert run_count(mlflow_client) == before
+
+
+@pytest.mark.parametrize("argv,pieces", [
+    (["ablate", "digits/mlp", "--axis", "model.dropout=0,0.3", "--seeds", "0"],
+     ["--seeds must be at least 1", "received 0"]),
+    (["build-zoo", "--seeds", "0"], ["--seeds must be at least 1"]),
+    (["tune", "digits/mlp", SPACE, "--workers", "0"], ["--workers must be at least 1"]),
+    (["tune", "digits/mlp", SPACE, "--workers", "-2"], ["--workers must be at least 1"]),
+])
+def test_counts_below_one_are_refused(capsys, mlflow_client, argv, pieces):
+    before = run_count(mlflow_client)
+    refused(capsys, argv, *pieces)
+    assert run_count(mlflow_client) == before
+
+
+def test_tune_whose_saved_parent_run_is_gone_says_how_to_go_on(tmp_path, mlflow_client):
+    recipe = load_recipe("digits/mlp", [SPACE, "training.epochs=1", "tune.max_trials=1"])
+    folder = tmp_path / "tuning" / "digits" / "mlp"
+    folder.mkdir(parents=True)
+    gone = "0" * 32
+    (folder / "zoo_tune.json").write_text(json.dumps({**_signature(recipe),
+                                                      "parent_run_id": gone}))
+    before = run_count(mlflow_client)
+    with pytest.raises(TuneStateError) as caught:
+        tune(recipe, directory=folder)
+    message = str(caught.value)
+    assert gone in message and "--overwrite" in message and "\n" not in message
+    assert run_count(mlflow_client) == before
+
+
+def test_compare_of_an_unknown_run_is_one_line(capsys, mlflow_client):
+    refused(capsys, ["compare", "--parent", "deadbeef"], "deadbeef")
+    refused(capsys, ["compare", "--runs", "deadbeef"], "deadbeef")
