@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from zoo.models import cnn, linear, mlp  # noqa: F401  (registers the builders)
 from zoo.errors import RecipeError
+from zoo.models import cnn, linear, mlp  # noqa: F401  (registers the builders)
 from zoo.models.registry import (
     ArgumentError,
     ModelSpec,
