@@ -7,7 +7,7 @@ import math
 import pytest
 
 from zoo.recipe import load_recipe
-from zoo.schedules import learning_rate_at
+from zoo.schedules import Warmup, learning_rate_at, make_schedule
 
 SPE = 10  # steps per epoch
 TOTAL = 100
@@ -37,6 +37,49 @@ def section(*overrides: str):
 ])
 def test_learning_rate_at(overrides, step, expected):
     assert learning_rate_at(section(*overrides), step, SPE, TOTAL) == pytest.approx(expected)
+
+
+SCHEDULES = [
+    ["optimizer.schedule=constant"],
+    ["optimizer.schedule=step", "optimizer.drop_every=2", "optimizer.factor=0.5"],
+    ["optimizer.schedule=exponential", "optimizer.decay_rate=0.5"],
+    ["optimizer.schedule=inverse_time", "optimizer.decay_rate=1.0"],
+    ["optimizer.schedule=cosine"],
+    *[[*s, "optimizer.warmup_epochs=2"] for s in (
+        ["optimizer.schedule=constant"], ["optimizer.schedule=step", "optimizer.drop_every=2"],
+        ["optimizer.schedule=exponential"], ["optimizer.schedule=inverse_time"],
+        ["optimizer.schedule=cosine"])],
+]
+
+
+@pytest.mark.parametrize("overrides", SCHEDULES, ids=lambda o: " ".join(o))
+def test_graph_schedules_follow_the_reference_formulas(overrides):
+    """What the optimizer evaluates in the graph equals `learning_rate_at` at every step."""
+    import keras
+
+    recipe_section = section(*overrides)
+    schedule = make_schedule(recipe_section, SPE, TOTAL)
+    for step in range(0, TOTAL + 10):  # past the end too: cosine stays at 0
+        graph = (float(keras.ops.convert_to_numpy(schedule(step))) if callable(schedule)
+                 else schedule)
+        expected = learning_rate_at(recipe_section, step, SPE, TOTAL)
+        # float32 in the graph: agreement to 1e-6 of the base rate.
+        assert graph == pytest.approx(expected, rel=1e-5, abs=1e-7), (step, graph, expected)
+
+
+def test_schedules_without_warmup_are_keras_built_ins_and_warmup_round_trips(tmp_path):
+    import keras
+
+    for overrides in SCHEDULES[:5]:
+        schedule = make_schedule(section(*overrides), SPE, TOTAL)
+        assert isinstance(schedule, float) or type(schedule).__module__.startswith("keras."), (
+            overrides, type(schedule))
+    warm = make_schedule(section("optimizer.schedule=cosine", "optimizer.warmup_epochs=2"),
+                         SPE, TOTAL)
+    assert isinstance(warm, Warmup)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(warm))
+    for step in (0, 7, 20, 60):
+        assert float(again(step)) == pytest.approx(float(warm(step)))
 
 
 def test_plateau_decays_when_the_monitor_stalls():

@@ -173,9 +173,10 @@ def _time_bare_fit(recipe: Recipe, tf_data: bool) -> float:
             plots); otherwise numpy arrays, as most Keras code does.
     """
     from zoo.data import load_dataset, make_dataset
+    from zoo.execution import seed_everything
     from zoo.models import build_model
     from zoo.optim import make_optimizer
-    from zoo.train import seed_everything, training_length
+    from zoo.train import training_length
 
     started = time.perf_counter()
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)

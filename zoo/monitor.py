@@ -3,8 +3,9 @@
 Switched on by the recipe's `diagnostics.monitor` key. Every `diagnostics.every` epochs the
 monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
 
-- `update_ratio`: ||W_after - W_before|| / ||W_before|| of the kernel over one optimizer step,
-  the epoch's last (a snapshot is taken just before it);
+- `update_ratio`: ||W_end - W_start|| / ||W_start|| of the kernel over the epoch, divided by
+  the epoch's optimizer steps: the net change per step (a snapshot is taken as the epoch
+  begins; Keras runs a whole epoch per call, so there is no hook between its steps);
 - `grad_norm`: ||dL/dW|| of the kernel, the data loss's gradient on the probe batch;
 - `act_mean`, `act_std`: of the layer's activation outputs on the probe batch;
 - `dead_fraction` (ReLU): units that output 0 for every probe example (a unit of a convolution
@@ -115,24 +116,27 @@ class _Warnings:
 
 
 class TrainingMonitor(keras.callbacks.Callback):
-    """Per-layer training health, every `every` epochs, from epoch-end (and one batch-begin)
-    hooks only: a batch-end hook would make Keras wait for every batch.
+    """Per-layer training health, every `every` epochs, from epoch hooks only: a batch hook
+    would keep Keras from running an epoch per call.
 
     Args:
         x_probe, y_probe: the probe batch (raw inputs, one-hot targets).
         every: monitor every this many epochs.
+        steps_per_epoch: optimizer steps in an epoch (the update ratio is per step).
         run: a `zoo.tracking.TrackedRun`, or None to print warnings only.
         base_learning_rate: the recipe's learning rate (low update ratios are flagged only at it).
         title: figure titles.
         print_fn: where warning lines go.
     """
 
-    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, *, every: int = 1, run=None,
+    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, *, every: int = 1,
+                 steps_per_epoch: int = 1, run=None,
                  base_learning_rate: float | None = None, title: str = "",
                  print_fn: Callable[[str], None] = print):
         super().__init__()
         self.x_probe, self.y_probe = x_probe, y_probe
         self.every = every
+        self.steps_per_epoch = steps_per_epoch
         self.run = run
         self.base_learning_rate = base_learning_rate
         self.title = title
@@ -206,9 +210,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._snapshot = tf.function(snapshot, autograph=False)
         self._sizes = [int(np.prod(k.shape)) for k in kernels]
         self._snapshotted = False
-        self._steps = self.params.get("steps") if self.params else None
-        self._batches = 0  # this epoch's, counted only when the epoch length is unknown
-        self._epoch = 0
+        self._last_epoch = 0
         self._first_conv = next((layer for layer in self.weighted
                                  if isinstance(layer, keras.layers.Conv2D)), None)
         self._filters_before = (_numpy(self._first_conv.kernel) if self._first_conv is not None
@@ -222,22 +224,9 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     @_timed
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._snapshotted = False
-        self._batches = 0
-        if self._monitored(epoch) and not self._steps:
-            # Unknown epoch length: the epoch's net change, divided by its steps at the end.
+        self._snapshotted = self._monitored(epoch)
+        if self._snapshotted:
             self._snapshot()
-            self._snapshotted = True
-
-    @_timed
-    def on_train_batch_begin(self, batch, logs=None):
-        # The snapshot before the epoch's last step: the update ratio is that one step's.
-        if not self._steps:
-            self._batches += 1
-        elif batch == self._steps - 1 and self._monitored(self._epoch):
-            self._snapshot()
-            self._snapshotted = True
 
     def _kernel_stats(self, scalars: np.ndarray) -> list[np.ndarray]:
         """Per kernel: (gradient norm, update norm, snapshot norm, unit spread, largest weight)."""
@@ -245,13 +234,14 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     @_timed
     def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
         if not self._monitored(epoch):
             return
         step = epoch + 1
         scalars = self._probe().numpy()
         kernel_stats = self._kernel_stats(scalars)
         metrics: dict[str, float] = {}
-        steps = 1 if self._steps else max(1, self._batches)
+        steps = max(1, self.steps_per_epoch)
         for layer, (grad_norm, change, scale, _, _) in zip(self.weighted, kernel_stats,
                                                            strict=True):
             metrics[f"monitor/{layer.name}/grad_norm"] = float(grad_norm)
@@ -290,7 +280,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.warnings.print_fn(f"{summary} (monitoring took {self.seconds:.1f} s)")
         if self.run is not None:
             self.run.set_tags({"monitor.warnings": count})
-            self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._epoch + 1)
+            self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._last_epoch + 1)
 
     def _log_figures(self, summary: str) -> None:
         _, act_after, grad_after = self._probe_values()
@@ -382,7 +372,8 @@ def monitor_for(prepared, run) -> TrainingMonitor:
     index = np.unique(np.linspace(0, n - 1, min(PROBE_EXAMPLES, n)).round().astype(int))
     targets = np.eye(splits.num_classes, dtype=np.float32)[splits.y_train[index]]
     return TrainingMonitor(splits.x_train[index], targets, every=recipe.diagnostics.every,
-                           run=run, base_learning_rate=recipe.optimizer.learning_rate,
+                           steps_per_epoch=prepared.steps_per_epoch, run=run,
+                           base_learning_rate=recipe.optimizer.learning_rate,
                            title=recipe.name, print_fn=lambda line: print(line, flush=True))
 
 

@@ -7,13 +7,16 @@ import keras
 from zoo.recipe import OptimizerSection
 
 
-def make_optimizer(section: OptimizerSection):
+def make_optimizer(section: OptimizerSection, learning_rate=None):
     """The optimizer named by `optimizer.name`, with its own keys and gradient clipping.
 
-    The learning rate starts as a plain float; `zoo.schedules.LearningRateController` moves it.
+    Args:
+        section: the recipe's `optimizer` section.
+        learning_rate: a float or a schedule (`zoo.schedules.make_schedule`); default the
+            section's constant rate.
     """
     common = {
-        "learning_rate": section.learning_rate,
+        "learning_rate": section.learning_rate if learning_rate is None else learning_rate,
         "clipnorm": section.clipnorm,
         "clipvalue": section.clipvalue,
     }

@@ -1,8 +1,15 @@
-"""Learning-rate schedules as plain functions of the optimizer step, applied by one callback.
+"""Learning-rate schedules computed in the graph, from the recipe's `optimizer` section.
 
-Schedules live outside the optimizer so that every one of them can be combined with a warmup and
-with plateau decay, and so that saved models hold a plain float learning rate (they load in any
-Keras, without the zoo).
+Every schedule but `plateau` is a `keras.optimizers.schedules` object that the optimizer
+evaluates at its own step counter, inside the compiled train step: no per-batch Python hook, so
+Keras can run a whole epoch per call (`steps_per_execution`). Keras' built-in schedules serve
+every schedule without warmup, so those models load in plain Keras without the zoo; a warmup
+wraps the schedule in `zoo>Warmup` (loading such a model's optimizer needs `import zoo`, or
+`compile=False`). `plateau` reacts to an epoch's metrics, so it stays an epoch-level callback
+over a plain float rate (its warmup, if any, rises once per epoch).
+
+`learning_rate_at` is the reference formula of every schedule, in plain Python; the tests hold
+the graph schedules to it.
 """
 
 from __future__ import annotations
@@ -42,47 +49,112 @@ def learning_rate_at(section: OptimizerSection, step: int, steps_per_epoch: int,
     return lr  # constant, and plateau (whose decay the callback applies)
 
 
-class LearningRateController(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate before each batch and logs it each epoch.
+def make_schedule(section: OptimizerSection, steps_per_epoch: int, total_steps: int):
+    """The optimizer's `learning_rate`: a float, or a schedule evaluated in the graph.
 
-    For the `plateau` schedule, multiplies the rate by `factor` whenever `monitor` has not
-    improved for `patience` epochs.
+    Args:
+        section: the recipe's `optimizer` section.
+        steps_per_epoch: batches per epoch.
+        total_steps: steps of the whole training run.
+
+    Returns:
+        A float (constant and plateau without warmup) or a `LearningRateSchedule` equal to
+        `learning_rate_at` at every step.
+    """
+    lr, kind = section.learning_rate, section.schedule
+    warmup = section.warmup_epochs * steps_per_epoch
+    schedules = keras.optimizers.schedules
+    if kind in ("constant", "plateau"):
+        base = lr
+    elif kind == "step":
+        base = schedules.ExponentialDecay(lr, section.drop_every * steps_per_epoch,
+                                          section.factor, staircase=True)
+    elif kind == "exponential":
+        base = schedules.ExponentialDecay(lr, steps_per_epoch, section.decay_rate)
+    elif kind == "inverse_time":
+        base = schedules.InverseTimeDecay(lr, steps_per_epoch, section.decay_rate)
+    else:  # cosine
+        base = schedules.CosineDecay(lr, max(1, total_steps - warmup))
+    if warmup and kind != "plateau":
+        return Warmup(base, warmup, lr)
+    return base
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A linear ramp to `learning_rate` over `warmup_steps`, then `schedule` from its step 0.
+
+    Args:
+        schedule: a `LearningRateSchedule` or a float (a constant rate after the ramp).
+        warmup_steps: length of the ramp; step s < warmup_steps gets lr * (s + 1) / warmup_steps.
+        learning_rate: the rate the ramp rises to.
+    """
+
+    def __init__(self, schedule, warmup_steps: int, learning_rate: float):
+        self.schedule = schedule
+        self.warmup_steps = int(warmup_steps)
+        self.learning_rate = float(learning_rate)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        ramp = self.learning_rate * (step + 1.0) / self.warmup_steps
+        after = step - self.warmup_steps
+        later = (self.schedule(ops.maximum(after, 0.0)) if callable(self.schedule)
+                 else ops.convert_to_tensor(self.schedule, "float32"))
+        return ops.where(after < 0, ramp, ops.cast(later, "float32"))
+
+    def get_config(self):
+        schedule = (keras.saving.serialize_keras_object(self.schedule)
+                    if callable(self.schedule) else self.schedule)
+        return {"schedule": schedule, "warmup_steps": self.warmup_steps,
+                "learning_rate": self.learning_rate}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config["schedule"], dict):
+            config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
+
+
+def current_rate(optimizer) -> float:
+    """The rate the optimizer's last step used (its first step's before it has stepped)."""
+    rate = optimizer._learning_rate  # the float variable or the schedule itself
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        step = max(0, int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1)
+        return float(keras.ops.convert_to_numpy(rate(step)))
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class LearningRateController(keras.callbacks.Callback):
+    """Logs each epoch's learning rate (the one its last step used) as `learning_rate`.
+
+    For the `plateau` schedule it also sets the rate, once per epoch: the warmup ramp (per
+    epoch), then a multiplication by `factor` whenever `monitor` has not improved by
+    `min_delta` for `patience` epochs. Only epoch hooks: per-batch hooks would keep Keras from
+    running several steps per call.
     """
 
     def __init__(self, section: OptimizerSection, steps_per_epoch: int, epochs: int):
         super().__init__()
         self.section = section
-        self.steps_per_epoch = steps_per_epoch
-        self.total_steps = steps_per_epoch * epochs
-        self.epoch = 0
+        self.plateau = section.schedule == "plateau"
         self.plateau_scale = 1.0
         self._best = math.inf
         self._wait = 0
-        self._current: float | None = None
-        # Constant, step and plateau rates change only between epochs; skip the per-batch work.
-        self._per_batch = section.warmup_epochs > 0 or section.schedule in (
-            "exponential", "inverse_time", "cosine")
 
-    # Only batch *begin* hooks: a batch-end hook would make Keras wait for every batch's logs.
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self._apply(epoch * self.steps_per_epoch)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._per_batch:
-            self._apply(self.epoch * self.steps_per_epoch + batch)
-
-    def _apply(self, step: int) -> None:
-        rate = self.plateau_scale * learning_rate_at(
-            self.section, step, self.steps_per_epoch, self.total_steps)
-        if rate != self._current:  # assigning costs a little; constant rates never re-assign
-            self.model.optimizer.learning_rate = rate
-            self._current = rate
+        if self.plateau:
+            warmup = self.section.warmup_epochs
+            ramp = (epoch + 1) / warmup if epoch < warmup else 1.0
+            self.model.optimizer.learning_rate = (
+                self.plateau_scale * ramp * self.section.learning_rate)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        logs["learning_rate"] = float(self._current or 0.0)
-        if self.section.schedule != "plateau":
+        logs["learning_rate"] = current_rate(self.model.optimizer)
+        if not self.plateau:
             return
         value = logs.get(self.section.monitor)
         if value is None:

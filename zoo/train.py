@@ -19,9 +19,10 @@ from zoo import interrupt, paths
 from zoo.augment import augment_dataset
 from zoo.data import Splits, load_dataset, make_dataset
 from zoo.errors import TrainingError
+from zoo.execution import Policy, seed_everything
 from zoo.files import atomic_path
 from zoo.recipe import Recipe
-from zoo.schedules import LearningRateController
+from zoo.schedules import LearningRateController, make_schedule
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Result:
     history: dict[str, list[float]] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)  # the trained keras.Model
     fit_seconds: float = 0.0  # time inside model.fit alone
+    execution: str = ""  # device, XLA, steps per call and op determinism, as trained
 
     def summary(self) -> dict[str, Any]:
         """The JSON object `zoo train --json` prints."""
@@ -70,14 +72,15 @@ class Prepared:
     test_data: Any
     epochs: int
     steps_per_epoch: int
+    policy: Policy | None = None
 
-
-def seed_everything(seed: int) -> None:
-    """Python, NumPy and TensorFlow seeds plus deterministic TF ops: same seed, same weights."""
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    def execution(self) -> str:
+        """How this model trains, as compiled: `CPU, XLA on, 36 steps per call, ...`."""
+        device = self.policy.device if self.policy else "?"
+        determinism = "on" if self.policy and self.policy.op_determinism else "off"
+        return (f"{device}, XLA {'on' if self.model.jit_compile else 'off'}, "
+                f"{self.model.steps_per_execution} steps per call, "
+                f"TF op determinism {determinism}")
 
 
 def training_length(recipe: Recipe, train_examples: int) -> tuple[int, int]:
@@ -97,7 +100,7 @@ def prepare(recipe: Recipe) -> Prepared:
     # Seeded after loading: the first load of a data set in a process may draw from the global
     # generators (mnist1d seeds and draws NumPy's), later loads come from a cache and do not, so
     # seeding before would make the weights depend on what the process trained before.
-    seed_everything(recipe.seed)
+    policy = seed_everything(recipe.seed)
     batch_size = recipe.data.batch_size
     epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
     model = build_model(
@@ -110,10 +113,14 @@ def prepare(recipe: Recipe) -> Prepared:
         l2=recipe.regularization.l2,
         model_name=recipe.name,
     )
+    schedule = make_schedule(recipe.optimizer, steps_per_epoch, epochs * steps_per_epoch)
     model.compile(
-        optimizer=make_optimizer(recipe.optimizer),
+        optimizer=make_optimizer(recipe.optimizer, schedule),
         loss=_loss(recipe),
         metrics=[_accuracy()],
+        # A whole epoch per call: small models spend more time in dispatch than in compute.
+        steps_per_execution=steps_per_epoch,
+        jit_compile=policy.jit_compile(epochs * steps_per_epoch),
     )
     n = splits.num_classes
     return Prepared(
@@ -127,6 +134,7 @@ def prepare(recipe: Recipe) -> Prepared:
         test_data=make_dataset(splits.x_test, splits.y_test, n, batch_size),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
+        policy=policy,
     )
 
 
@@ -172,6 +180,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         "zoo.recipe_path": _display_path(recipe.source),
         "zoo.fingerprint": recipe.fingerprint,
         "zoo.seed": recipe.seed,
+        "zoo.execution": prepared.execution(),
         **tracking.environment_tags(),
         **(tags or {}),
     }
@@ -236,6 +245,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         history=history,
         model=model,
         fit_seconds=fit_seconds,
+        execution=prepared.execution(),
     )
     if run is not None:
         result.run_id, result.experiment_id = run.run_id, run.experiment_id
