@@ -93,11 +93,49 @@ def test_builder_arguments_come_from_the_signature():
     (_blocks.Activation, _blocks.ACTIVATIONS),
     (_blocks.Normalization, _blocks.NORMALIZATIONS),
     (_blocks.Initializer, _blocks.INITIALIZERS),
-    (_blocks.Pooling, _blocks.POOLINGS),
-    (_blocks.Head, _blocks.HEADS),
 ])
 def test_lookup_tables_match_the_allowed_values(alias, table):
     assert set(typing.get_args(alias)) == set(table)
+
+
+# Pooling and heads are keyed by (value, rank), and `strided` and `none` are not in the pool
+# table at all (the builder adds a conv, or nothing), so a set comparison cannot show that a
+# value works. These build the cnn for every allowed value at both ranks instead.
+RANKS = {1: SEQUENCE, 2: IMAGE}
+
+
+def _one_block_cnn(rank: int, **args):
+    return build_model("cnn", {"widths": [4], "convs_per_block": 1, **args},
+                       input_shape=RANKS[rank], num_classes=3)
+
+
+@pytest.mark.parametrize("rank", sorted(RANKS))
+@pytest.mark.parametrize("pooling", typing.get_args(_blocks.Pooling))
+def test_every_pooling_builds_and_downsamples(pooling, rank):
+    model = _one_block_cnn(rank, pooling=pooling)
+    before = model.get_layer("block1_conv1_act").output.shape[1:-1]
+    after = model.get_layer("head").input.shape[1:-1]
+    # `none` is the one value that keeps the resolution. `_blocks.pool` returns no layer for a
+    # value missing from `_POOLS`, so a missing (value, rank) entry shows up here as no halving.
+    halved = tuple((size + 1) // 2 for size in before)
+    assert tuple(after) == (tuple(before) if pooling == "none" else halved), pooling
+    if (pooling, rank) in _blocks._POOLS:
+        assert type(model.get_layer("block1_pool")) is _blocks._POOLS[(pooling, rank)]
+
+
+@pytest.mark.parametrize("rank", sorted(RANKS))
+@pytest.mark.parametrize("head", typing.get_args(_blocks.Head))
+def test_every_head_builds_from_its_table(head, rank):
+    model = _one_block_cnn(rank, head=head)
+    layer = model.get_layer("head")
+    assert type(layer) is _blocks._HEADS[(head, rank)]
+    assert len(layer.output.shape) == 2  # (batch, features), what the classifier takes
+
+
+def test_pool_and_head_tables_hold_only_allowed_values():
+    assert {kind for kind, _ in _blocks._POOLS} <= set(typing.get_args(_blocks.Pooling))
+    assert {kind for kind, _ in _blocks._HEADS} <= set(typing.get_args(_blocks.Head))
+    assert {rank for _, rank in (*_blocks._POOLS, *_blocks._HEADS)} <= set(RANKS)
 
 
 def test_regularization_adds_losses():

@@ -67,9 +67,6 @@ _HEADS = {
 
 _CONVS = {1: layers.Conv1D, 2: layers.Conv2D}
 
-POOLINGS = ("max", "avg", "strided", "none")
-HEADS = ("flatten", "global_avg", "global_max")
-
 
 def spatial_rank(x) -> int:
     """1 for sequences (batch, length, channels), 2 for images (batch, h, w, channels)."""
