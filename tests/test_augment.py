@@ -303,7 +303,7 @@ def test_augment_dataset_refuses_unbatched_examples():
 
 
 def test_each_epoch_draws_new_augmentations_deterministically():
-    from zoo.train import seed_everything
+    from zoo.execution import seed_everything
 
     splits = load_dataset("mnist1d", 0.1)
     ops = _ops("mnist1d/cnn_plain", "[{op: noise}]")

@@ -122,13 +122,13 @@ def test_lr_find_suggests_a_sane_rate_on_digits_mlp(tmp_path):
     rates = np.asarray(result.learning_rates)
     assert rates[0] == pytest.approx(1e-7)
     assert np.allclose(rates[1:] / rates[:-1], rates[1] / rates[0])  # exponential
-    # Rates up to 10 blow the loss up: the sweep either stops early or ends far above its
-    # lowest loss. Which of the two depends on the CPU's rounding (oneDNN): the 4x stop rule
-    # fired on an AMD EPYC, while on an Intel Xeon the loss rose to about 3.6x and ran on.
-    losses = np.asarray(result.losses)
-    tail = losses[-5:]
-    assert result.stopped_early or np.mean(tail) > 2 * min(result.smoothed), (
-        result.stopped_early, tail, min(result.smoothed))
+    # Rates up to 10 blow the loss up: the sweep either stops early or climbs far above its
+    # lowest loss after it. Which of the two depends on the CPU's rounding (oneDNN): the 4x stop
+    # rule fired on an AMD EPYC, while on an Intel Xeon the loss rose to about 3.6x and ran on.
+    lowest = int(np.argmin(result.smoothed))
+    after = np.asarray(result.losses[lowest:])
+    assert result.stopped_early or not np.isfinite(after).all() or (
+        after.max() > 3 * result.smoothed[lowest]), (after.max(), result.smoothed[lowest])
     assert 1e-4 <= result.suggested <= 1e-1, result.suggested
     assert result.suggested < result.min_loss_rate
     assert result.override == f"optimizer.learning_rate={result.suggested:.2g}"

