@@ -173,7 +173,10 @@ def test_zoom_in_keeps_the_image_and_zoom_out_fills_the_border_with_the_mean():
     zoomed_in = np.all(np.abs(out - c) < 1e-5, axis=(1, 2))
     corners_filled = np.all(out[:, [0, 0, -1, -1], [0, -1, 0, -1]] == mean, axis=1)
     assert np.sum(zoomed_in) >= 10 and np.sum(corners_filled) >= 10
-    assert _distinct(out) >= 24
+    # Every zoom-in of a constant image is the same image, so only the zoom-outs (about half,
+    # drawn by the stream, which the process's global seed also enters) count; one draw for
+    # the whole batch would give a single image.
+    assert _distinct(out) >= 12
 
 
 def test_contrast_scales_each_image_about_its_own_mean():
