@@ -59,13 +59,14 @@ def _hashes(process: subprocess.Popen) -> dict:
 
 
 # XLA compiles each of these models for seconds: the default suite runs the XLA path on the
-# sequence CNN (augmentation on), the slow suite on every family; short
-# runs without XLA (ZOO_XLA=auto) are what most of the suite trains, checked here on all.
+# sequence CNN (augmentation on) and the short-run path without XLA (what ZOO_XLA=auto gives
+# runs under 4,000 steps) on an MLP and an image CNN; the slow suite runs both on every family.
 @pytest.mark.parametrize("xla,families", [
     ("1", ["cnn-sequence"]),
-    ("0", list(CASES)),
+    ("0", ["mlp", "cnn-image"]),
+    pytest.param("0", list(CASES), marks=pytest.mark.slow),
     pytest.param("1", list(CASES), marks=pytest.mark.slow),
-], ids=["xla-cnn", "no-xla-every-family", "xla-every-family"])
+], ids=["xla-cnn", "no-xla-mlp-and-cnn", "no-xla-every-family", "xla-every-family"])
 def test_same_seed_gives_identical_weights_in_fresh_processes(xla, families, tmp_path):
     cases = {key: CASES[key] for key in families}
     # Two processes at once, as `--workers 2` runs them.
