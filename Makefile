@@ -11,7 +11,9 @@ ENV := $(VENV)/.installed-$(TF_EXTRA)
 
 RECIPE ?= mnist1d/cnn_paper
 ARGS ?=
-WORKERS ?= 2
+# Training processes for tune, ablate and zoo; empty: one per core (--workers).
+WORKERS ?=
+WORKERS_ARG = $(if $(WORKERS),--workers $(WORKERS))
 MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
@@ -44,20 +46,20 @@ $(RECIPES): $(ENV)
 tune: $(ENV) ## tune RECIPE's tune.space (resumes a saved search; ARGS="--overwrite", "--refine")
 	$(ZOO) tune $(RECIPE) $(ARGS)
 
-tune-distributed: $(ENV) ## tune with Keras Tuner's chief and WORKERS workers on this machine
-	$(ZOO) tune $(RECIPE) --workers $(WORKERS) $(ARGS)
+tune-distributed: $(ENV) ## tune with Keras Tuner's chief and WORKERS workers (default: one per core)
+	$(ZOO) tune $(RECIPE) $(WORKERS_ARG) $(ARGS)
 
 server: $(ENV) ## MLflow tracking server on 127.0.0.1:5000 (BACKEND=postgresql://... for PostgreSQL)
 	$(ZOO) server $(if $(BACKEND),--backend $(BACKEND))
 
-ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 --seeds 3"
-	$(ZOO) ablate $(RECIPE) $(ARGS)
+ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 --seeds 3" (WORKERS=N at once)
+	$(ZOO) ablate $(RECIPE) $(WORKERS_ARG) $(ARGS)
 
 compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
 	$(ZOO) compare $(ARGS)
 
-zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ (~30 min)
-	$(ZOO) build-zoo $(ARGS)
+zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ (~30 min in one process; WORKERS=N)
+	$(ZOO) build-zoo $(WORKERS_ARG) $(ARGS)
 
 reproduce: $(ENV) ## retrain pretrained MODEL (default mnist1d/cnn_paper) and compare with the shipped one
 	$(ZOO) reproduce $(MODEL) $(ARGS)

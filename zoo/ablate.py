@@ -16,7 +16,7 @@ from zoo import paths, tracking
 from zoo.compare import describe_cell
 from zoo.errors import ArgumentError, RecipeError
 from zoo.recipe import Recipe, flatten
-from zoo.train import train
+from zoo.workers import Job, JobResult, check_workers, pick_workers, run_jobs
 
 OVERLAY = "overlay"
 
@@ -78,13 +78,23 @@ def cell_recipe(recipe: Recipe, cell: dict[str, Any], seed: int) -> Recipe:
     return recipe.with_overrides(overrides)
 
 
-def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3) -> str:
+def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3,
+           workers: int | None = 1) -> str:
     """Train every cell of the grid for `seeds` seeds under one parent run; returns its id.
 
     Every cell's recipe is validated before anything trains, so a bad value fails at once.
+
+    Args:
+        recipe: the base recipe.
+        axes: (recipe key, values) pairs; the grid is every combination.
+        seeds: seeds per cell: `recipe.seed`, `recipe.seed + 1`, ...
+        workers: 1 trains in this process, N > 1 in N worker processes (`zoo.workers`),
+            None one per core; at most one per cell and seed left to train. A run's result
+            depends on its cell and seed only, not on the worker that trains it.
     """
     if seeds < 1:
         raise ArgumentError(f"ablate: --seeds must be at least 1 (received {seeds})")
+    check_workers(workers, "ablate")
     grid = cells(axes)
     seed_list = [recipe.seed + s for s in range(seeds)]
     jobs = [(cell, seed, cell_recipe(recipe, cell, seed)) for cell in grid for seed in seed_list]
@@ -98,23 +108,32 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
     with tracking.start_run(experiment, f"ablate {recipe.name}", tags,
                             resume_run_id=existing) as parent:
         done = _finished_cells(parent.run_id)
-        total, skipped, started = len(jobs), 0, time.monotonic()
+        total, started = len(jobs), time.monotonic()
         print(f"zoo: ablation of {recipe.name}: {len(grid)} cells x {seeds} seeds = {total} "
               f"runs under parent {parent.run_id}", flush=True)
-        trained = 0
-        for index, (cell, seed, cell_r) in enumerate(jobs, start=1):
+        pending, counted = [], 0
+        for cell, seed, cell_r in jobs:
             label = f"{describe_cell(cell)} seed={seed}"
             if (cell_r.fingerprint, str(seed)) in done:
-                skipped += 1
-                print(f"[{index}/{total}] {label}: finished before, skipped", flush=True)
+                counted += 1
+                print(f"[{counted}/{total}] {label}: finished before, skipped", flush=True)
                 continue
-            result = train(cell_r, verbose=0, parent_run_id=parent.run_id, run_name=label,
-                           tags={"zoo.cell": json.dumps(cell, default=str)})
-            trained += 1
+            pending.append(Job(cell_r, label, run_name=label, parent_run_id=parent.run_id,
+                               tags={"zoo.cell": json.dumps(cell, default=str)}))
+        skipped = counted
+        count = pick_workers(workers, len(pending), "ablate")
+
+        def finished(index: int, result: JobResult) -> None:
+            nonlocal counted
+            counted += 1
+            trained = counted - skipped
             elapsed = time.monotonic() - started
-            remaining = elapsed / trained * (total - index)
-            print(f"[{index}/{total}] {label}: test_accuracy {result.test_accuracy:.4f}  "
-                  f"elapsed {elapsed:.0f} s  remaining ~{remaining:.0f} s", flush=True)
+            remaining = elapsed / trained * (len(pending) - trained)
+            print(f"[{counted}/{total}] {pending[index].label}: test_accuracy "
+                  f"{result.test_accuracy:.4f}  elapsed {elapsed:.0f} s  "
+                  f"remaining ~{remaining:.0f} s", flush=True)
+
+        run_jobs(pending, count, name=f"ablate {recipe.name}", on_done=finished)
         parent.log_metrics({"cells": len(grid), "runs": total, "skipped": skipped})
         return parent.run_id
 

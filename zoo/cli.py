@@ -68,9 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="discard a saved search of this recipe instead of resuming it")
     tune.add_argument("--refine", action="store_true",
                       help="second pass over a narrower space around the best trials")
-    tune.add_argument("--workers", type=int, default=1,
-                      help="1 (default) searches in this process; N > 1 runs Keras Tuner's "
-                      "chief and N worker processes on this machine")
+    tune.add_argument("--workers", type=int, default=None,
+                      help="N > 1 runs Keras Tuner's chief and N worker processes on this "
+                      "machine, 1 searches in this process (default: one per core, at most "
+                      "one per trial; 1 for a bayesian search)")
     tune.set_defaults(handler=_tune)
 
     ablate = commands.add_parser("ablate", help="train a grid of switches over seeds",
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                         "recipes/overlays/<kind>/NAME.yaml")
     ablate.add_argument("--seeds", type=int, default=3,
                         help="seeds per cell: seed, seed+1, ... (default 3)")
+    ablate.add_argument("--workers", type=int, default=None,
+                        help="training processes at once, through Keras Tuner's chief and "
+                        "workers (default: one per core, at most one per run left); 1 trains "
+                        "in this process")
     ablate.set_defaults(handler=_ablate)
 
     compare = commands.add_parser("compare", help="compare runs side by side")
@@ -121,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     role.add_argument("--parent-run", required=True)
     role.set_defaults(handler=_tune_role)
 
+    jobs_role = commands.add_parser("jobs-role")  # internal: a chief or worker of a job list
+    jobs_role.add_argument("jobs")
+    jobs_role.set_defaults(handler=_jobs_role)
+
     server = commands.add_parser("server", help="MLflow tracking server for concurrent writers")
     server.add_argument("--backend", default=None,
                         help="backend store URI (default: the zoo's SQLite store; e.g. "
@@ -156,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="entries to (re)build; default all")
     build.add_argument("--seeds", type=int, default=3,
                        help="seeds 0 .. N-1 per entry (default 3)")
+    build.add_argument("--workers", type=int, default=None,
+                       help="training processes at once, through Keras Tuner's chief and "
+                       "workers (default: one per core, at most one per entry and seed); 1 "
+                       "trains in this process")
     build.set_defaults(handler=_build_zoo)
 
     reproduce = commands.add_parser("reproduce", help="retrain a pretrained model from its "
@@ -223,7 +236,8 @@ def _ablate(args) -> int:
     from zoo.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    parent = ablate(recipe, [parse_axis(a) for a in args.axis], seeds=args.seeds)
+    parent = ablate(recipe, [parse_axis(a) for a in args.axis], seeds=args.seeds,
+                    workers=args.workers)
     print(f"\nmlflow run     {parent} (parent)\ncompare with   zoo compare --parent {parent}")
     return 0
 
@@ -310,8 +324,15 @@ def _tune_role(args) -> int:
     from zoo.recipe import load_recipe
     from zoo.tune import run_role
 
-    run_role(load_recipe(args.recipe), Path(args.directory), args.parent_run)
-    return 0
+    return run_role(load_recipe(args.recipe), Path(args.directory), args.parent_run)
+
+
+def _jobs_role(args) -> int:
+    from pathlib import Path
+
+    from zoo.workers import run_job_role
+
+    return run_job_role(Path(args.jobs))
 
 
 def _server(args) -> int:
@@ -394,7 +415,8 @@ def _build_zoo(args) -> int:
     from zoo import paths
     from zoo.pretrained.build import ENTRIES, build_zoo, update_readme
 
-    manifest = build_zoo(args.names or tuple(ENTRIES), seeds=tuple(range(args.seeds)))
+    manifest = build_zoo(args.names or tuple(ENTRIES), seeds=tuple(range(args.seeds)),
+                         workers=args.workers)
     readme = paths.project_root() / "README.md"
     if readme.exists() and update_readme(manifest, readme):
         print(f"zoo: updated the zoo table in {readme}")

@@ -41,8 +41,11 @@ def local_server_if_needed(uri: str) -> Iterator[str]:
         yield uri
         return
     port = free_port()
+    # A session of its own: a terminal's Ctrl-C must not end it before the workers that log
+    # through it have marked their runs KILLED; the caller stops it when they are done.
     process = subprocess.Popen(server_command(uri, "127.0.0.1", port),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, process)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +129,7 @@ class ZooTuner(kt.Tuner):
 
 
 def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = None,
-         workers: int = 1) -> TuneResult:
+         workers: int | None = 1) -> TuneResult:
     """Run (or resume) the search a recipe's `tune` block describes.
 
     Args:
@@ -140,7 +137,8 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
         overwrite: discard a saved search of this recipe instead of resuming it.
         directory: where the search state lives (default `tuning/<recipe name>`).
         workers: 1 searches in this process; N > 1 runs Keras Tuner's chief and N workers on
-            this machine, logging through a local MLflow server.
+            this machine, logging through a local MLflow server; None picks one per core (at
+            most one per trial; 1 for a bayesian search, see `_pick_workers`).
 
     Returns:
         The best trial's values and score, the parent run id and the tuned recipe's path.
@@ -149,7 +147,7 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
         raise ZooError(f"{recipe.name}: tune.space is empty; add dimensions, e.g. "
                        "tune.space='{optimizer.learning_rate: {type: float, min: 1e-4, "
                        "max: 1e-1, sampling: log}}'")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ArgumentError(f"tune: --workers must be at least 1 (received {workers}); 1 "
                             "searches in this process, N > 1 starts N worker processes")
     folder = directory or paths.project_root() / "tuning" / recipe.name
@@ -161,6 +159,7 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
             f"{parent_id}, which is not in {tracking.tracking_uri()} (was the store cleaned?); "
             "run with --overwrite to start afresh, or set MLFLOW_TRACKING_URI to the store it "
             "was recorded in")
+    workers = _pick_workers(recipe, workers)
     splits_name = experiment_name(recipe)
     with tracking.start_run(splits_name, f"tune {recipe.name}", {
         "zoo.recipe": recipe.name, "zoo.fingerprint": recipe.fingerprint,
@@ -184,6 +183,20 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
         result = _finish(recipe, tuner, parent, folder)
         parent.log_metrics({"tune_seconds": time.monotonic() - started})
         return result
+
+
+def _pick_workers(recipe: Recipe, requested: int | None) -> int:
+    from zoo.workers import pick_workers
+
+    if requested is None and recipe.tune.algorithm == "bayesian":
+        # Its proposals depend on which trials have finished: parallel workers would change
+        # what it tries, and the result would depend on timing.
+        print("zoo: 1 worker: a bayesian search proposes each trial from the finished ones, so "
+              "parallel workers would change the trials; --workers N trades that for speed",
+              flush=True)
+        return 1
+    trials = None if recipe.tune.algorithm == "hyperband" else recipe.tune.max_trials
+    return pick_workers(requested, trials, "tune", unit="trial")
 
 
 def make_tuner(recipe: Recipe, folder: Path, parent_run_id: str | None) -> ZooTuner:
@@ -341,38 +354,16 @@ def refine(recipe: Recipe, top_k: int = 3, **kwargs) -> TuneResult:
 
 
 def _run_distributed(recipe: Recipe, folder: Path, parent_run_id: str, workers: int) -> ZooTuner:
-    """Start a chief (the oracle) and `workers` worker processes, wait, return the results.
+    """Run the chief (the oracle) and `workers` worker processes, wait, return the results.
 
     Workers log to MLflow concurrently, so with a SQLite store a local MLflow server on
-    127.0.0.1 fronts the database for the duration of the search.
+    127.0.0.1 fronts the database for the duration of the search (`zoo.workers`).
     """
-    from zoo import server
+    from zoo.workers import run_processes
 
-    env = dict(os.environ)
-    uri = tracking.tracking_uri()
-    with server.local_server_if_needed(uri) as worker_uri:
-        env["MLFLOW_TRACKING_URI"] = worker_uri
-        env["KERASTUNER_ORACLE_IP"] = "127.0.0.1"
-        env["KERASTUNER_ORACLE_PORT"] = str(server.free_port())
-        recipe_path = _recipe_file(recipe, folder)
-        command = [sys.executable, "-m", "zoo.cli", "tune-role", str(recipe_path),
-                   "--directory", str(folder), "--parent-run", parent_run_id]
-        chief = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"})
-        time.sleep(3)  # the chief's gRPC server must listen before workers connect
-        processes = [subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"})
-                     for i in range(workers)]
-        try:
-            codes = [p.wait() for p in processes]
-            try:  # the chief stops by itself once the workers have ended every trial
-                chief.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                chief.terminate()
-        finally:
-            for p in (*processes, chief):
-                if p.poll() is None:
-                    p.terminate()
-        if any(codes):
-            raise ZooError(f"{recipe.name}: a tuning worker failed (exit codes {codes})")
+    recipe_path = _recipe_file(recipe, folder)
+    run_processes(["tune-role", str(recipe_path), "--directory", str(folder),
+                   "--parent-run", parent_run_id], workers, name=recipe.name)
     return make_tuner(recipe, folder, parent_run_id)
 
 
@@ -384,7 +375,12 @@ def _recipe_file(recipe: Recipe, folder: Path) -> Path:
     return path
 
 
-def run_role(recipe: Recipe, folder: Path, parent_run_id: str) -> None:
-    """Body of a chief or worker process (its role comes from KERASTUNER_TUNER_ID)."""
-    tuner = make_tuner(recipe, folder, parent_run_id)
-    tuner.search(verbose=0)
+def run_role(recipe: Recipe, folder: Path, parent_run_id: str) -> int:
+    """Body of a chief or worker process (its role comes from KERASTUNER_TUNER_ID).
+
+    Returns:
+        The process's exit code.
+    """
+    from zoo import workers
+
+    return workers.run_role(lambda: make_tuner(recipe, folder, parent_run_id).search(verbose=0))

@@ -37,53 +37,63 @@ SEEDS = (0, 1, 2)
 
 def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEEDS,
               directory: Path = PRETRAINED_DIR, track: bool = True,
-              overrides: Sequence[str] = (), model_dir: Path | None = None) -> dict[str, Any]:
+              overrides: Sequence[str] = (), model_dir: Path | None = None,
+              workers: int | None = 1) -> dict[str, Any]:
     """Train `names` over `seeds`, ship the best-validated seed of each, update the manifest.
 
     Entries not in `names` keep their manifest rows, so one entry can be rebuilt alone.
     `overrides` (dotted `k=v`) apply to every entry; meant for quick test builds. Each seed's
     full model (with optimizer state) stays under `model_dir` (default models/) as usual.
+    `workers`: 1 trains in this process, N > 1 in N worker processes (`zoo.workers`), None one
+    per core; an entry is shipped as soon as all its seeds are in. Each seed's result depends
+    on its recipe and seed only, so the manifest does not depend on the number of workers.
 
     Returns:
         The manifest written.
     """
     from zoo.recipe import load_recipe
+    from zoo.workers import Job, check_workers, pick_workers, run_jobs
 
     if not seeds:
         raise ArgumentError("build-zoo: --seeds must be at least 1 (received 0)")
+    check_workers(workers, "build-zoo")
     recipes = {name: load_recipe(name, overrides) for name in names}  # all errors up front
     path = directory / MANIFEST_NAME
     manifest = json.loads(path.read_text()) if path.exists() else {"entries": {}}
-    started, total, done = time.perf_counter(), len(names) * len(seeds), 0
-    for name, recipe in recipes.items():
-        runs = []
-        for seed in seeds:
-            done += 1
-            print(f"[{done}/{total}] {name} seed {seed} ...", flush=True)
-            run = _train_seed(recipe.with_overrides({"seed": seed}), track, model_dir)
-            runs.append(run)
-            print(f"[{done}/{total}] {name} seed {seed}: test_accuracy "
-                  f"{run['test_accuracy']:.4f}, val_accuracy {run['val_accuracy']:.4f} in "
-                  f"{_minutes(run['seconds'])}; elapsed {_minutes(time.perf_counter() - started)}",
-                  flush=True)
-        manifest["entries"][name] = _ship(name, runs, directory)
-        manifest.update(_environment())
-        write_manifest(manifest, directory)
-        print(f"{name}: test_accuracy {_mean_std(runs, 'test_accuracy')} over {len(runs)} "
-              f"seeds, shipped seed {manifest['entries'][name]['seed']} "
-              f"(target {ENTRIES.get(name, 'none')})", flush=True)
+    jobs = [Job(recipe.with_overrides({"seed": seed}), f"{name} seed {seed}", track=track,
+                model_dir=model_dir, tags={"zoo.pretrained": recipe.name})
+            for name, recipe in recipes.items() for seed in seeds]
+    entry_of = [name for name in recipes for _ in seeds]
+    runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in recipes}
+    started, total, finished = time.perf_counter(), len(jobs), 0
+
+    def starting(index: int) -> None:
+        print(f"[{index + 1}/{total}] {jobs[index].label} ...", flush=True)
+
+    def done(index: int, result) -> None:
+        nonlocal finished
+        finished += 1
+        name, recipe = entry_of[index], jobs[index].recipe
+        run = _seed_run(recipe, result)
+        runs[name][index] = run
+        print(f"[{finished}/{total}] {jobs[index].label}: test_accuracy "
+              f"{run['test_accuracy']:.4f}, val_accuracy {run['val_accuracy']:.4f} in "
+              f"{_minutes(run['seconds'])}; elapsed {_minutes(time.perf_counter() - started)}",
+              flush=True)
+        if len(runs[name]) == len(seeds):  # in seed order, however they finished
+            _ship_entry(manifest, name, [runs[name][i] for i in sorted(runs[name])], directory)
+
+    run_jobs(jobs, pick_workers(workers, len(jobs), "build-zoo"), name="build-zoo",
+             on_start=starting, on_done=done)
     return manifest
 
 
-def _train_seed(recipe, track: bool, model_dir: Path | None) -> dict[str, Any]:
-    from zoo.train import train
-
-    result = train(recipe, track=track, verbose=0, model_dir=model_dir,
-                   tags={"zoo.pretrained": recipe.name})
+def _seed_run(recipe, result) -> dict[str, Any]:
+    """One seed's row: what `_ship` and the manifest need of a finished training job."""
     return {
         "seed": recipe.seed,
         "recipe": recipe,
-        "model": result.model,
+        "result": result,  # its model is loaded only if this seed is shipped
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "val_accuracy": result.history["val_accuracy"][-1],
@@ -94,6 +104,16 @@ def _train_seed(recipe, track: bool, model_dir: Path | None) -> dict[str, Any]:
     }
 
 
+def _ship_entry(manifest: dict[str, Any], name: str, runs: list[dict[str, Any]],
+                directory: Path) -> None:
+    manifest["entries"][name] = _ship(name, runs, directory)
+    manifest.update(_environment())
+    write_manifest(manifest, directory)
+    print(f"{name}: test_accuracy {_mean_std(runs, 'test_accuracy')} over {len(runs)} "
+          f"seeds, shipped seed {manifest['entries'][name]['seed']} "
+          f"(target {ENTRIES.get(name, 'none')})", flush=True)
+
+
 def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, Any]:
     """Save the best-validated run's model for inference and describe it for the manifest."""
     from zoo.data import load_dataset
@@ -101,7 +121,7 @@ def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, A
 
     best = max(runs, key=lambda run: (run["val_accuracy"], -run["seed"]))
     recipe = best["recipe"]
-    model = inference_copy(best["model"])
+    model = inference_copy(best["result"].load_model())
     if weights_sha256(model) != best["weights_sha256"]:
         raise RuntimeError(f"{name}: the inference copy's weights differ from the trained ones")
     relative = f"{name}.keras"
