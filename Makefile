@@ -85,7 +85,7 @@ list: $(ENV) ## list models, datasets, recipes and pretrained models
 ui: $(ENV) ## serve the MLflow UI on http://127.0.0.1:5000 over the zoo's store
 	$(ZOO) ui
 
-bench: $(ENV) ## time zoo training against a bare Keras fit of the same model and data
+bench: $(ENV) ## the speed contract as ratios measured in one run, each with its target (~6 min)
 	$(ZOO) bench $(ARGS)
 
 test: $(ENV) ## run the fast test suite (a few minutes on 2 cores)

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 from zoo.augment import IMAGE_OPS, SEQUENCE_OPS
-from zoo.data import load_dataset, make_dataset
+from zoo.data import load_dataset
+from zoo.data.pipeline import training_dataset
 from zoo.models import _blocks
 from zoo.recipe import OPTIMIZERS, SCHEDULES, load_recipe
 from zoo.train import prepare, train
@@ -241,8 +242,8 @@ def check_augmented(model, result):
     recipe = result.recipe
     prepared = prepare(recipe)
     splits = prepared.splits
-    plain = make_dataset(splits.x_train, splits.y_train, splits.num_classes,
-                         recipe.data.batch_size, shuffle_seed=recipe.seed)
+    plain = training_dataset(splits.x_train, splits.y_train, splits.num_classes,
+                             recipe.data.batch_size, seed=recipe.seed)
     (x_augmented, y_augmented), (x_plain, y_plain) = (next(iter(prepared.train_data)),
                                                       next(iter(plain)))
     assert x_augmented.shape == x_plain.shape and x_augmented.dtype == x_plain.dtype

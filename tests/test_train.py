@@ -205,3 +205,20 @@ def test_no_validation_split_trains_on_all_of_train_and_logs_no_val_metrics(mlfl
     assert run.data.params["data.validation_split"] == "0.0"
     assert not [key for key in run.data.metrics if key.startswith("val_")]
     assert 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_validation_metrics_are_what_keras_evaluate_computes(model_dir):
+    import numpy as np
+
+    from zoo.train import prepare
+
+    # A penalty and label smoothing: Keras' val_loss includes both.
+    recipe = tiny("regularization.l2=1e-3", "regularization.label_smoothing=0.1",
+                  "model.normalization=batch", "model.dropout=0.3")
+    result = train(recipe, track=False, verbose=0, model_dir=model_dir)
+    splits = prepare(recipe).splits
+    targets = np.eye(splits.num_classes, dtype=np.float32)[splits.y_val]
+    loss, accuracy = result.model.evaluate(splits.x_val, targets, batch_size=32, verbose=0)
+    assert result.history["val_loss"][-1] == pytest.approx(loss, rel=1e-5)
+    assert result.history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
+    assert len(result.history["val_loss"]) == result.epochs

@@ -13,6 +13,10 @@ import os
 
 # TensorFlow's C++ start-up chatter buries what the zoo prints; set the variable to see it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One intra-op thread per training process (ZOO_THREADS; see zoo.execution): these small models
+# train faster on one thread than on two, and a grid then runs one process per core with the
+# same thread setting, so the same weights, as a single run. Set before TensorFlow starts.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", os.environ.get("ZOO_THREADS", "1"))
 
 __version__ = "0.1.0"
 

@@ -132,7 +132,7 @@ def augment_dataset(ds, ops: list[_Op], seed: int, mean: float, std: float):
 
     def apply(batch, batch_seed):
         x, y = batch
-        return _augment(x, ops, tf.stack([batch_seed, seed_tensor]), mean, std), y
+        return augment_tensor(x, ops, tf.stack([batch_seed, seed_tensor]), mean, std), y
 
     return tf.data.Dataset.zip(ds, seeds).map(
         apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -165,8 +165,12 @@ def _check_batched(rank: int | None, ops: list[_Op]) -> None:
                 "dataset")
 
 
-def _augment(x, ops: list[_Op], key, mean: float, std: float):
-    """Apply `ops` in order to the batch tensor x, all draws derived from `key` (shape [2])."""
+def augment_tensor(x, ops: list[_Op], key, mean: float, std: float):
+    """Apply `ops` in order to the batch tensor x, all draws derived from `key` (shape [2]).
+
+    The training pipeline (`zoo.data.pipeline.training_dataset`) calls it on a whole epoch at
+    once; each example still gets its own draws.
+    """
     import tensorflow as tf
 
     keys = tf.random.experimental.stateless_split(key, num=len(ops))

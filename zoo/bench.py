@@ -1,217 +1,244 @@
-"""Benchmarks reported as ratios against a baseline measured in the same process and run.
+"""`make bench`: the speed contract as ratios, each against a baseline measured in the same run.
 
-Timings on shared machines are noisy, so each side runs `repeats` times, interleaved, and the
-fastest run of each side is compared; nothing here asserts a time.
+Timings on shared machines are noisy, so every training side runs `repeats` times, interleaved
+with the others, and the fastest run of each is compared; nothing here asserts a time. Each
+training side runs in a fresh process, so that its thread setting is its own (TensorFlow fixes
+it when it starts) and no side inherits another's compiled graphs; the time is taken inside the
+process, from the data in memory to the evaluated (and, for the zoo, saved and logged) model.
+
+Ratios and targets:
+- zoo `mnist1d/cnn_paper_plain` / bare Keras `fit` with Keras' defaults: <= 0.55;
+- zoo / the fastest bare Keras setup found (XLA, an epoch per call, one thread): reported;
+- the default recipe `mnist1d/cnn_paper` (augmentation) / `mnist1d/cnn_paper_plain`: <= 1.15;
+- a 4-cell ablation with `--workers 2` / `--workers 1`, as throughput: >= 1.5;
+- monitoring every epoch / none: <= 1.10; MLflow tracking / none: reported;
+- tuning: seconds per trial besides its fit: <= 0.5.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-import numpy as np
-
-from zoo.recipe import Recipe, load_recipe
-
-TRAINING_OVERHEAD_TARGET = 1.10
-MONITOR_OVERHEAD_TARGET = 1.10  # monitoring every epoch against no monitoring
-BARE_ARRAYS = "bare fit (numpy arrays)"
-BARE_TF_DATA = "bare fit (zoo's tf.data)"
-ZOO = "zoo train + mlflow"
+PLAIN = "mnist1d/cnn_paper_plain"
+AUGMENTED = "mnist1d/cnn_paper"
 
 
-def run_training_bench(recipe_name: str, overrides: list[str], repeats: int = 2) -> float:
-    """Time `zoo.train` (MLflow tracking on) against a bare `model.fit` of the same model and data.
+@dataclass(frozen=True)
+class Ratio:
+    """One line of the report."""
 
-    Returns:
-        The ratio of the fastest zoo run to the fastest bare run.
-    """
-    recipe = load_recipe(recipe_name, overrides)
-    print(f"zoo bench: {recipe.name}; {repeats} timed runs of each side, "
-          "interleaved, after one warm-up run each", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, _private_store(Path(tmp)):
-        model_dir = Path(tmp) / "models"
-        sides: dict[str, Callable[[Recipe], float]] = {
-            BARE_ARRAYS: lambda r: _time_bare_fit(r, tf_data=False),
-            BARE_TF_DATA: lambda r: _time_bare_fit(r, tf_data=True),
-            ZOO: lambda r: _time_zoo_train(r, model_dir),
-        }
-        warm_up = recipe.with_overrides({"training.steps": None, "training.epochs": 1})
-        for run in sides.values():  # one-time costs: graph tracing, MLflow schema creation
-            run(warm_up)
-        times: dict[str, list[float]] = {name: [] for name in sides}
-        for i in range(repeats):
-            order = list(sides) if i % 2 == 0 else list(reversed(sides))
-            for name in order:
-                keras.backend.clear_session()  # both sides start from the same clean state
-                seconds = sides[name](recipe)
-                times[name].append(seconds)
-                print(f"  run {i + 1}/{repeats}  {name:<26} {seconds:7.2f} s", flush=True)
-    for name, values in times.items():
-        print(f"{name:<26} fastest {min(values):7.2f} s   median "
-              f"{statistics.median(values):7.2f} s")
-    # The stricter comparison: against whichever bare variant was faster.
-    bare = min(min(times[BARE_ARRAYS]), min(times[BARE_TF_DATA]))
-    ratio = min(times[ZOO]) / bare
-    verdict = "met" if ratio <= TRAINING_OVERHEAD_TARGET else "NOT met"
-    print(f"ratio zoo/bare (fastest bare) {ratio:.3f}   "
-          f"(target <= {TRAINING_OVERHEAD_TARGET:.2f}: {verdict})")
-    return ratio
+    name: str
+    value: float
+    target: float | None = None
+    at_least: bool = False  # the target is a floor (throughput), not a ceiling
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.at_least else self.value <= self.target
+
+    def line(self) -> str:
+        if self.target is None:
+            verdict = "(reported)"
+        else:
+            sign = ">=" if self.at_least else "<="
+            verdict = f"(target {sign} {self.target:g}: {'met' if self.met else 'NOT met'})"
+        return f"{self.name:<58} {self.value:7.3f}  {verdict}"
 
 
-def run_monitor_bench(recipe_name: str, overrides: list[str], repeats: int = 2) -> float:
-    """Time `zoo.train` with the training monitor on every epoch against the same run without.
+# Each side: (recipe, how it trains, extra environment). Bare sides build the zoo's model from
+# the recipe and train it with plain Keras on numpy arrays.
+SIDES = {
+    "bare Keras fit, Keras defaults": (PLAIN, "bare-defaults", {"TF_NUM_INTRAOP_THREADS": "0"}),
+    "bare Keras fit, XLA + epoch per call": (PLAIN, "bare-fastest", {}),
+    "zoo train": (PLAIN, "zoo", {}),
+    "zoo train, no MLflow": (PLAIN, "zoo-untracked", {}),
+    "zoo train + monitor every epoch": (PLAIN, "zoo-monitor", {}),
+    "zoo train, default recipe (augmentation)": (AUGMENTED, "zoo", {}),
+}
 
-    Both sides track to MLflow and train the same weights; they run interleaved, fastest of
-    `repeats` compared.
+
+def run_bench(repeats: int = 2) -> list[Ratio]:
+    """Run every benchmark and print the ratios with their targets.
 
     Returns:
-        The ratio of the fastest monitored run to the fastest unmonitored one.
+        The ratios, in the order printed.
     """
-    recipe = load_recipe(recipe_name, overrides)
-    print(f"\nzoo bench: monitoring overhead on {recipe.name} (diagnostics.monitor=true, "
-          f"every=1); {repeats} timed runs of each side, interleaved", flush=True)
-    sides = {
-        "zoo train": recipe.with_overrides({"diagnostics.monitor": False}),
-        "zoo train + monitor": recipe.with_overrides({"diagnostics.monitor": True,
-                                                      "diagnostics.every": 1}),
-    }
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    inside: list[float] = []  # seconds spent in the monitor's own hooks, per monitored run
-    with tempfile.TemporaryDirectory() as tmp, _private_store(Path(tmp)):
-        model_dir = Path(tmp) / "models"
-        for side in sides.values():  # warm-up: graph tracing, MLflow schema creation
-            _time_zoo_train(side.with_overrides({"training.steps": None, "training.epochs": 1}),
-                            model_dir)
-        for i in range(repeats):
-            order = list(sides) if i % 2 == 0 else list(reversed(sides))
-            for name in order:
-                keras.backend.clear_session()
-                seconds, monitor_seconds = _time_monitored_train(sides[name], model_dir)
-                times[name].append(seconds)
-                if monitor_seconds is not None:
-                    inside.append(monitor_seconds)
-                print(f"  run {i + 1}/{repeats}  {name:<26} {seconds:7.2f} s", flush=True)
-    for name, values in times.items():
-        print(f"{name:<26} fastest {min(values):7.2f} s   median "
-              f"{statistics.median(values):7.2f} s")
-    fastest = min(times["zoo train"])
-    ratio = min(times["zoo train + monitor"]) / fastest
-    verdict = "met" if ratio <= MONITOR_OVERHEAD_TARGET else "NOT met"
-    print(f"ratio monitored/unmonitored {ratio:.3f}   "
-          f"(target <= {MONITOR_OVERHEAD_TARGET:.2f}: {verdict})")
-    # Wall-clock ratios swing with the machine's load; the time inside the monitor's hooks
-    # does not, and it is most of what monitoring adds (MLflow writes of its metrics aside).
-    spent = statistics.median(inside)
-    print(f"time in the monitor's hooks: median {spent:.2f} s per run, "
-          f"{spent / fastest:.1%} of the fastest unmonitored run")
-    return ratio
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        times = _training_sides(folder, repeats)
+        ablation = _ablation(folder)
+        tuning = _tuning(folder)
+    zoo = min(times["zoo train"])
+    ratios = [
+        Ratio("zoo / bare Keras fit with Keras defaults",
+              zoo / min(times["bare Keras fit, Keras defaults"]), 0.55),
+        Ratio("zoo / fastest bare Keras fit (XLA, epoch per call)",
+              zoo / min(times["bare Keras fit, XLA + epoch per call"])),
+        Ratio("default recipe (augmentation) / plain recipe",
+              min(times["zoo train, default recipe (augmentation)"]) / zoo, 1.15),
+        Ratio("ablation throughput, --workers 2 / --workers 1 (4 cells)",
+              ablation["sequential"] / ablation["parallel"], 1.5, at_least=True),
+        Ratio("monitor every epoch / no monitor",
+              min(times["zoo train + monitor every epoch"]) / zoo, 1.10),
+        Ratio("MLflow tracking / no tracking", zoo / min(times["zoo train, no MLflow"])),
+        Ratio("tuning: seconds per trial besides its fit", tuning["overhead"], 0.5),
+    ]
+    print(f"\nzoo bench: ratios ({_cpu()}; {time.monotonic() - started:.0f} s in all)")
+    for ratio in ratios:
+        print("  " + ratio.line())
+    return ratios
 
 
-def _time_monitored_train(recipe: Recipe, model_dir: Path) -> tuple[float, float | None]:
-    """Seconds of `zoo.train`, and of the monitor's hooks within it (None when off)."""
-    from zoo import tracking
-    from zoo.train import train
+def _training_sides(folder: Path, repeats: int) -> dict[str, list[float]]:
+    print(f"zoo bench: {PLAIN} and {AUGMENTED}, {repeats} timed runs of each side, "
+          "interleaved, each in a fresh process", flush=True)
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    times: dict[str, list[float]] = {name: [] for name in SIDES}
+    for i in range(repeats):
+        order = list(SIDES) if i % 2 == 0 else list(reversed(SIDES))
+        for name in order:
+            recipe, kind, env = SIDES[name]
+            seconds = _side(recipe, kind, folder, {"MLFLOW_TRACKING_URI": store, **env})
+            times[name].append(seconds)
+            print(f"  run {i + 1}/{repeats}  {name:<44} {seconds:7.2f} s", flush=True)
+    return times
 
-    started = time.perf_counter()
-    result = train(recipe, verbose=0, model_dir=model_dir)
-    seconds = time.perf_counter() - started
-    if not recipe.diagnostics.monitor:
-        return seconds, None
-    metrics = tracking.client().get_run(result.run_id).data.metrics
-    return seconds, metrics["monitor/seconds"]
+
+def _side(recipe: str, kind: str, folder: Path, env: dict[str, str]) -> float:
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.bench", kind, recipe, str(folder / "models")],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench side {kind} {recipe} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])["seconds"]
 
 
-def run_tuning_bench(recipe_name: str = "mnist1d/mlp", trials: int = 5) -> dict[str, float]:
-    """Per-trial tuning overhead: everything a trial costs besides `model.fit` itself (data,
-    build, compile, evaluation, saving, MLflow child run) plus Keras Tuner's own bookkeeping.
+def _ablation(folder: Path) -> dict[str, float]:
+    """Wall time of the same 4-cell ablation (2 widths x 2 seeds of the plain recipe) as a
+    command, in one process and with two workers, each into a store of its own."""
+    print("\nzoo bench: 4-cell ablation of mnist1d/cnn_paper_plain, --workers 1 then 2",
+          flush=True)
+    import shutil
 
-    Returns:
-        Mean seconds per trial of fit, of trial overhead and of oracle overhead.
-    """
+    from zoo import paths
+
+    seconds = {}
+    for label, workers in (("sequential", 1), ("parallel", 2)):
+        store = folder / f"ablation-{workers}"  # a project home of its own: models, store
+        shutil.copytree(paths.recipes_dir(), store / "recipes")
+        command = [sys.executable, "-m", "zoo.cli", "ablate", PLAIN,
+                   "--axis", "model.channels=16,25", "--seeds", "2", "--workers", str(workers)]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env={
+            **os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+            "ZOO_HOME": str(store)})
+        seconds[label] = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"ablation with --workers {workers} failed:\n"
+                               f"{done.stderr[-2000:]}")
+        print(f"  --workers {workers}: {seconds[label]:.1f} s for 4 runs", flush=True)
+    return seconds
+
+
+def _tuning(folder: Path, trials: int = 5) -> dict[str, float]:
+    """Seconds per trial of everything besides `model.fit`: data, build, compile, evaluation,
+    saving, the MLflow child run and Keras Tuner's own bookkeeping, in one process."""
+    from zoo.recipe import load_recipe
     from zoo.tune import tune
 
-    recipe = load_recipe(recipe_name, ["training.epochs=2", f"tune.max_trials={trials}",
-                                       "tune.algorithm=random"])
-    print(f"\nzoo bench: tuning {recipe.name}, {trials} trials of 2 epochs", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, _private_store(Path(tmp)):
-        source = Path(tmp) / "recipe.yaml"
-        source.write_text(recipe.to_yaml())
-        recipe = load_recipe(source)
-        started = time.perf_counter()
-        result = tune(recipe, directory=Path(tmp) / "tuning")
-        total = time.perf_counter() - started
-    fit = statistics.fmean(t["fit_seconds"] for t in result.trials)
-    trial = statistics.fmean(t["seconds"] for t in result.trials)
-    figures = {"fit": fit, "trial_overhead": trial - fit,
-               "oracle_overhead": total / len(result.trials) - trial}
-    print(f"per trial: fit {fit:.2f} s, trial overhead (data, build, compile, evaluate, save, "
-          f"MLflow) {trial - fit:.2f} s, search overhead (Keras Tuner, parent run) "
-          f"{figures['oracle_overhead']:.2f} s")
-    return figures
-
-
-def _time_zoo_train(recipe: Recipe, model_dir: Path) -> float:
-    from zoo.train import train
-
-    started = time.perf_counter()
-    train(recipe, verbose=0, model_dir=model_dir)
-    return time.perf_counter() - started
-
-
-def _time_bare_fit(recipe: Recipe, tf_data: bool) -> float:
-    """The same model, optimizer and data through plain Keras: build, compile, fit, evaluate.
-
-    Args:
-        tf_data: feed the zoo's tf.data pipelines (isolates the cost of tracking, saving and
-            plots); otherwise numpy arrays, as most Keras code does.
-    """
-    from zoo.data import load_dataset, make_dataset
-    from zoo.execution import seed_everything
-    from zoo.models import build_model
-    from zoo.optim import make_optimizer
-    from zoo.train import training_length
-
-    started = time.perf_counter()
-    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
-    seed_everything(recipe.seed)  # after loading, as zoo.train.prepare does
-    batch_size, n = recipe.data.batch_size, splits.num_classes
-    epochs, _ = training_length(recipe, len(splits.y_train))
-    model = build_model(recipe.model.name, recipe.model.args, input_shape=splits.input_shape,
-                        num_classes=n, standardize=splits.standardization())
-    model.compile(optimizer=make_optimizer(recipe.optimizer),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
-    if tf_data:
-        model.fit(make_dataset(splits.x_train, splits.y_train, n, batch_size,
-                               shuffle_seed=recipe.seed),
-                  validation_data=(make_dataset(splits.x_val, splits.y_val, n, batch_size)
-                                   if splits.has_validation else None),
-                  epochs=epochs, shuffle=False, verbose=0)
-        model.evaluate(make_dataset(splits.x_test, splits.y_test, n, batch_size), verbose=0)
-    else:
-        one_hot = np.eye(n, dtype=np.float32)
-        model.fit(splits.x_train, one_hot[splits.y_train], batch_size=batch_size, epochs=epochs,
-                  validation_data=((splits.x_val, one_hot[splits.y_val])
-                                   if splits.has_validation else None), verbose=0)
-        model.evaluate(splits.x_test, one_hot[splits.y_test], batch_size=batch_size, verbose=0)
-    return time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def _private_store(folder: Path) -> Iterator[None]:
-    """Benchmark runs go to a throwaway MLflow store, not the user's."""
+    print(f"\nzoo bench: tuning mnist1d/mlp, {trials} trials of 2 epochs", flush=True)
     previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'tune.db'}"
     try:
-        yield
+        recipe = load_recipe("mnist1d/mlp", ["training.epochs=2", f"tune.max_trials={trials}",
+                                             "tune.algorithm=random"])
+        source = folder / "tuned.yaml"
+        source.write_text(recipe.to_yaml())
+        started = time.perf_counter()
+        result = tune(load_recipe(source), directory=folder / "tuning", workers=1)
+        total = time.perf_counter() - started
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
+    fit = statistics.fmean(t["fit_seconds"] for t in result.trials)
+    overhead = total / len(result.trials) - fit
+    print(f"  per trial: fit {fit:.2f} s, everything else {overhead:.2f} s", flush=True)
+    return {"fit": fit, "overhead": overhead}
+
+
+def _cpu() -> str:
+    from zoo.tracking import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+# ---------------------------------------------------------------------------------------------
+# One side, in its own process: `python -m zoo.bench KIND RECIPE MODEL_DIR`, prints JSON.
+
+
+def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
+    from zoo import tracking
+    from zoo.data import load_dataset
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(recipe_name)
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)  # cached: untimed
+    if kind.startswith("bare"):
+        started = time.perf_counter()
+        _bare_fit(recipe, splits, fastest=kind == "bare-fastest")
+        return time.perf_counter() - started
+    from zoo.train import train
+
+    if kind == "zoo-monitor":
+        recipe = recipe.with_overrides({"diagnostics.monitor": True, "diagnostics.every": 1})
+    track = kind != "zoo-untracked"
+    if track:  # the store's schema exists before the clock starts, as in any real use
+        tracking.ensure_experiment(tracking.client(), recipe.data.dataset)
+    started = time.perf_counter()
+    train(recipe, track=track, verbose=0, model_dir=model_dir)
+    return time.perf_counter() - started
+
+
+def _bare_fit(recipe, splits, fastest: bool) -> None:
+    """The zoo's model, optimizer and data through plain Keras: build, compile, fit, evaluate.
+
+    `fastest`: XLA and a whole epoch per call (what the zoo does); otherwise Keras' defaults.
+    """
+    import keras
+    import numpy as np
+
+    from zoo.models import build_model
+    from zoo.optim import make_optimizer
+    from zoo.train import training_length
+
+    keras.utils.set_random_seed(recipe.seed)
+    n, batch_size = splits.num_classes, recipe.data.batch_size
+    epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
+    model = build_model(recipe.model.name, recipe.model.args, input_shape=splits.input_shape,
+                        num_classes=n, standardize=splits.standardization())
+    options = {"jit_compile": True, "steps_per_execution": steps_per_epoch} if fastest else {}
+    model.compile(optimizer=make_optimizer(recipe.optimizer), loss="categorical_crossentropy",
+                  metrics=["accuracy"], **options)
+    one_hot = np.eye(n, dtype=np.float32)
+    validation = ((splits.x_val, one_hot[splits.y_val]) if splits.has_validation else None)
+    model.fit(splits.x_train, one_hot[splits.y_train], batch_size=batch_size, epochs=epochs,
+              validation_data=validation, verbose=0)
+    model.evaluate(splits.x_test, one_hot[splits.y_test], batch_size=batch_size, verbose=0)
+
+
+if __name__ == "__main__":
+    side_kind, side_recipe, side_models = sys.argv[1:4]
+    print(json.dumps({"seconds": _time_side(side_kind, side_recipe, Path(side_models))}))

@@ -216,8 +216,20 @@ def environment_tags() -> dict[str, str]:
         "zoo.git_commit": git_commit(),
         "zoo.versions": json.dumps(versions, sort_keys=True),
         "zoo.device": device,
+        "zoo.cpu": cpu_model(),
         "zoo.platform": platform.platform(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name: results are reproducible on one CPU model, not across them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str:

@@ -189,7 +189,8 @@ def _environment() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": tags["zoo.git_commit"],
         "versions": json.loads(tags["zoo.versions"]),
-        "hardware": {"device": tags["zoo.device"], "platform": tags["zoo.platform"],
+        "hardware": {"device": tags["zoo.device"], "cpu": tags["zoo.cpu"],
+                     "platform": tags["zoo.platform"],
                      "machine": platform.machine(), "cpus": os.cpu_count()},
     }
 
