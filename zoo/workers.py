@@ -114,7 +114,7 @@ def run_processes(role: Sequence[str], workers: int, *, name: str, track: bool =
         role: the hidden subcommand and its arguments (`["jobs-role", "jobs.json"]`).
         workers: worker processes besides the chief.
         name: what runs, for messages.
-        track: the workers log to MLflow (with a SQLite store, start a server for them).
+        track: the workers log to MLflow.
         poll: called about twice a second while waiting (progress; it may raise to stop).
 
     Raises:
@@ -123,7 +123,12 @@ def run_processes(role: Sequence[str], workers: int, *, name: str, track: bool =
     from zoo import server, tracking
 
     uri = tracking.tracking_uri()
-    store = server.local_server_if_needed(uri) if track else contextlib.nullcontext(uri)
+    # The workers write to the store directly, SQLite included: the parent has created and
+    # migrated it (its parent run is in it), and SQLite serializes the few small writes a run
+    # makes (metrics go in batches every few seconds). A temporary server in between cost
+    # 6 s of start-up, as much as a short job. Other local stores (file:) still get one.
+    direct = not track or uri.startswith(("sqlite:", "http://", "https://", "postgresql"))
+    store = contextlib.nullcontext(uri) if direct else server.local_server_if_needed(uri)
     with store as worker_uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": worker_uri,
                "KERASTUNER_ORACLE_IP": "127.0.0.1",
