@@ -69,11 +69,15 @@ def test_a_job_survives_its_trip_to_a_worker():
         "r", "p", {"zoo.cell": "{}"}, Path("/tmp/m"))
 
 
-def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path):
+def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path, monkeypatch):
+    from zoo import tracking
     from zoo.train import weights_sha256
 
-    # Untracked: no MLflow server to start, so the fast suite can afford the processes.
-    jobs = [Job(load_recipe(MLP, [*TINY, f"seed={seed}"]), f"seed {seed}", track=False,
+    # Tracked, into a store that does not exist yet: the workers write to SQLite directly.
+    # (Two workers that open a new store at once may both migrate its schema, and one fails;
+    # the parent creates it first. The race is rare, so this test cannot be sure to catch it.)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")
+    jobs = [Job(load_recipe(MLP, [*TINY, f"seed={seed}"]), f"seed {seed}", track=True,
                 model_dir=tmp_path / f"models{seed}") for seed in (0, 1)]
     started, done = [], []
     parallel = run_jobs(jobs, 2, name="test", on_start=started.append,
@@ -82,6 +86,10 @@ def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path):
     assert all(result.model is None for result in parallel)  # read from its file on demand
     assert [weights_sha256(r.load_model()) for r in parallel] == [
         r.weights_sha256 for r in parallel]
+    mlflow_client = tracking.client()
+    runs = mlflow_client.search_runs(
+        [e.experiment_id for e in mlflow_client.search_experiments()])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     here = run_jobs(jobs, 1, name="test")
     for a, b in zip(parallel, here, strict=True):
         assert a.weights_sha256 == b.weights_sha256

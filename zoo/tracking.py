@@ -8,6 +8,7 @@ KILLED (Ctrl-C / SIGTERM), never RUNNING.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -49,14 +50,21 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 def client():
     """An MlflowClient on the zoo's store; quiet about its one-time database migrations."""
     import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return _client_for(uri)
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(uri: str):
+    # One per store and process: opening a SQLite store checks its schema, 0.2 s a time.
     from mlflow import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from zoo import interrupt, paths
 from zoo.augment import augment_tensor
-from zoo.data import Splits, load_dataset, make_dataset
+from zoo.data import Splits, load_dataset
 from zoo.data.pipeline import training_dataset
 from zoo.errors import TrainingError
 from zoo.execution import Policy, seed_everything
@@ -69,7 +69,6 @@ class Prepared:
     splits: Splits
     model: Any
     train_data: Any
-    test_data: Any
     epochs: int
     steps_per_epoch: int
     policy: Policy | None = None
@@ -132,7 +131,6 @@ def prepare(recipe: Recipe) -> Prepared:
         # run and the prefetch prepares the next epoch while this one trains.
         train_data=training_dataset(splits.x_train, splits.y_train, n, batch_size,
                                     seed=recipe.seed, augment=_augmentation(recipe, splits)),
-        test_data=make_dataset(splits.x_test, splits.y_test, n, batch_size),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         policy=policy,
@@ -150,7 +148,7 @@ def _augmentation(recipe: Recipe, splits: Splits):
 def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
           callbacks: Sequence[Any] = (), model_dir: Path | None = None,
           run_name: str | None = None, parent_run_id: str | None = None,
-          tags: dict[str, Any] | None = None) -> Result:
+          tags: dict[str, Any] | None = None, plots: bool = True) -> Result:
     """Train a recipe end to end.
 
     Args:
@@ -162,6 +160,8 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         run_name: MLflow run name (default: the recipe name).
         parent_run_id: nest the run under this MLflow run (tuning trials, ablation cells).
         tags: extra MLflow tags.
+        plots: log learning curves and a confusion matrix as PNGs (tuning trials leave them
+            out: a third of a short trial's cost, and the tune's parent compares the trials).
 
     Returns:
         The `Result`, with test metrics, the model path and a hash of the weights.
@@ -173,7 +173,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
     prepared = prepare(recipe)  # every user error surfaces here, before MLflow is touched
     model_path = _model_path(recipe, model_dir)
     if not track:
-        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started)
+        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots)
     from zoo import tracking
 
     all_tags = {
@@ -181,18 +181,18 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         "zoo.recipe_path": _display_path(recipe.source),
         "zoo.fingerprint": recipe.fingerprint,
         "zoo.seed": recipe.seed,
-        "zoo.execution": prepared.execution(),
+        "zoo.runtime": prepared.execution(),
         **tracking.environment_tags(),
         **(tags or {}),
     }
     with tracking.start_run(prepared.splits.name, run_name or recipe.name, all_tags,
                             parent_run_id=parent_run_id) as run:
         run.log_params(recipe.flat())
-        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started)
+        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots)
 
 
 def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
-                  started: float) -> Result:
+                  started: float, plots: bool) -> Result:
     recipe, model = prepared.recipe, prepared.model
     all_callbacks = [
         # First: every later callback (early stopping, plateau, MLflow, History) sees val_*.
@@ -235,7 +235,10 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         )
 
     # The test split is evaluated once, after training, and never used to choose anything.
-    test_loss, test_accuracy = model.evaluate(prepared.test_data, verbose=0)
+    splits = prepared.splits
+    test_loss, test_accuracy, predicted = compiled_evaluation(
+        model, splits.x_test, np.eye(splits.num_classes, dtype=np.float32)[splits.y_test])()
+    predicted = keras.ops.convert_to_numpy(predicted)
     save_model_atomically(model, model_path)
     result = Result(
         recipe=recipe,
@@ -254,26 +257,25 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         result.run_id, result.experiment_id = run.run_id, run.experiment_id
         run.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
                          "epochs_trained": result.epochs}, step=result.epochs)
-        _log_artifacts(run, prepared, history, model_path)
+        _log_artifacts(run, prepared, history, model_path, predicted, plots)
     return result
 
 
-def _log_artifacts(run, prepared: Prepared, history, model_path: Path) -> None:
-    from zoo import plots
-
+def _log_artifacts(run, prepared: Prepared, history, model_path: Path, predicted: np.ndarray,
+                   with_plots: bool) -> None:
     recipe, splits = prepared.recipe, prepared.splits
-    # Direct calls in batches: no predict() graph to trace for one pass over the test split.
-    x_test = splits.x_test
-    probabilities = np.concatenate([
-        keras.ops.convert_to_numpy(prepared.model(x_test[i:i + 1024], training=False))
-        for i in range(0, len(x_test), 1024)])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "recipe.yaml").write_text(recipe.to_yaml())
-        plots.learning_curves(history, folder / "learning_curves.png", recipe.name)
-        plots.confusion_matrix(splits.y_test, probabilities.argmax(axis=1), splits.class_names,
-                               folder / "confusion_matrix.png", recipe.name)
-        for name in ("recipe.yaml", "learning_curves.png", "confusion_matrix.png"):
+        names = ["recipe.yaml"]
+        if with_plots:
+            from zoo import plots
+
+            plots.learning_curves(history, folder / "learning_curves.png", recipe.name)
+            plots.confusion_matrix(splits.y_test, predicted, splits.class_names,
+                                   folder / "confusion_matrix.png", recipe.name)
+            names += ["learning_curves.png", "confusion_matrix.png"]
+        for name in names:
             run.log_artifact(folder / name)
     run.log_artifact(model_path, "model")
 
@@ -321,48 +323,57 @@ def _accuracy():
     return keras.metrics.CategoricalAccuracy(name="accuracy")
 
 
+def compiled_evaluation(model, x: np.ndarray, y: np.ndarray, jit_compile: bool = False):
+    """A compiled pass over (x, one-hot y) held as tensors, in inference mode.
+
+    Returns:
+        A function of no arguments returning (loss, accuracy, predicted classes): the loss as
+        Keras' `evaluate` computes it (the compiled loss plus the regularization penalties),
+        without its per-call machinery, which costs small models more than the pass itself.
+    """
+    import tensorflow as tf
+
+    n = len(y)
+    inputs, targets = tf.constant(x), tf.constant(y)
+    chunk = 1024  # examples per forward pass, so a large split fits in memory
+
+    def evaluate():
+        loss_sum, predicted = 0.0, []
+        for start in range(0, n, chunk):  # unrolled when traced: n is fixed
+            xs, ys = inputs[start:start + chunk], targets[start:start + chunk]
+            probabilities = model(xs, training=False)
+            loss_sum += model.loss(ys, probabilities) * tf.cast(tf.shape(xs)[0], tf.float32)
+            predicted.append(tf.argmax(probabilities, -1))
+        classes = tf.concat(predicted, 0)
+        accuracy = tf.reduce_mean(tf.cast(classes == tf.argmax(targets, -1), tf.float32))
+        penalty = tf.add_n(model.losses) if model.losses else 0.0
+        return loss_sum / n + penalty, accuracy, classes
+
+    return tf.function(evaluate, jit_compile=jit_compile, autograph=False)
+
+
 class ValidationMetrics(keras.callbacks.Callback):
     """`val_loss` and `val_accuracy` after each epoch, from one compiled pass over the
-    validation split held as tensors.
+    validation split held as tensors (`compiled_evaluation`).
 
-    What Keras' `fit(validation_data=...)` computes (the compiled loss plus the regularization
-    penalties, and the accuracy, in inference mode), without its per-epoch `evaluate` call,
+    What Keras' `fit(validation_data=...)` computes, without its per-epoch `evaluate` call,
     which costs small models more than the epoch's training (mnist1d/cnn_paper: 2.5 to 10 s of
     a 10 s run). A test holds the two to the same figures.
     """
-
-    CHUNK = 1024  # examples per forward pass, so a large validation split fits in memory
 
     def __init__(self, prepared: Prepared):
         super().__init__()
         splits = prepared.splits
         self.x = splits.x_val
         self.y = np.eye(splits.num_classes, dtype=np.float32)[splits.y_val]
-        self.jit_compile = bool(prepared.model.jit_compile)
         self._evaluate = None
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
-        model, n = self.model, len(self.y)
-        x, y = tf.constant(self.x), tf.constant(self.y)
-
-        def evaluate():
-            loss_sum, correct = 0.0, 0.0
-            for start in range(0, n, self.CHUNK):  # unrolled when traced: n is fixed
-                xs, ys = x[start:start + self.CHUNK], y[start:start + self.CHUNK]
-                predicted = model(xs, training=False)
-                count = tf.cast(tf.shape(xs)[0], tf.float32)
-                loss_sum += model.loss(ys, predicted) * count
-                correct += tf.reduce_sum(tf.cast(
-                    tf.argmax(predicted, -1) == tf.argmax(ys, -1), tf.float32))
-            penalty = tf.add_n(model.losses) if model.losses else 0.0
-            return loss_sum / n + penalty, correct / n
-
-        self._evaluate = tf.function(evaluate, jit_compile=self.jit_compile, autograph=False)
+        self._evaluate = compiled_evaluation(self.model, self.x, self.y,
+                                             bool(self.model.jit_compile))
 
     def on_epoch_end(self, epoch, logs=None):
-        loss, accuracy = self._evaluate()
+        loss, accuracy, _ = self._evaluate()
         if logs is not None:
             logs["val_loss"] = float(loss)
             logs["val_accuracy"] = float(accuracy)

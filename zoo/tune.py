@@ -98,6 +98,7 @@ class ZooTuner(kt.Tuner):
                 run_name=f"trial {trial.trial_id} " + describe_cell(shown),
                 tags={"zoo.trial_id": trial.trial_id, "zoo.execution": execution,
                       **{f"zoo.trial.{k}": v for k, v in shown.items()}},
+                plots=False,
             )
             history = result.history[objective.name]
             scores.append(max(history) if objective.direction == "max" else min(history))

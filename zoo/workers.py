@@ -123,11 +123,15 @@ def run_processes(role: Sequence[str], workers: int, *, name: str, track: bool =
     from zoo import server, tracking
 
     uri = tracking.tracking_uri()
-    # The workers write to the store directly, SQLite included: the parent has created and
-    # migrated it (its parent run is in it), and SQLite serializes the few small writes a run
+    # The workers write to the store directly, SQLite included: the parent creates and
+    # migrates it first (below), and SQLite serializes the few small writes a run
     # makes (metrics go in batches every few seconds). A temporary server in between cost
     # 6 s of start-up, as much as a short job. Other local stores (file:) still get one.
     direct = not track or uri.startswith(("sqlite:", "http://", "https://", "postgresql"))
+    if track and uri.startswith("sqlite:"):
+        # Created and migrated here, once: workers that open a new SQLite store together both
+        # try to migrate its schema, and one of them fails.
+        tracking.client()
     store = contextlib.nullcontext(uri) if direct else server.local_server_if_needed(uri)
     with store as worker_uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": worker_uri,

@@ -4,7 +4,7 @@ Training data (`training_dataset`) stay resident as tensors and are prepared a w
 time: one seeded permutation, one gather, one vectorized augmentation of every example, then
 batches sliced from that. A per-example shuffle buffer and a per-batch augmentation map cost a
 millisecond or more per batch, as much as a small model's training step; per epoch they cost
-about one. Validation and test data (`make_dataset`) are read in order.
+about one. `make_dataset` is the plain batched pipeline (previews, tests, a bare `fit`).
 """
 
 from __future__ import annotations
