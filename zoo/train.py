@@ -63,7 +63,7 @@ class Result:
 
 @dataclass
 class Prepared:
-    """Everything `fit` needs, built from a recipe (shared by `train` and the benchmark)."""
+    """Everything `fit` needs, built from a recipe (shared by `train`, the tuner and lr-find)."""
 
     recipe: Recipe
     splits: Splits
