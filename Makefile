@@ -58,7 +58,7 @@ ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 
 compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
 	$(ZOO) compare $(ARGS)
 
-zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ (~30 min in one process; WORKERS=N)
+zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ (~4 min on 2 cores; WORKERS=N)
 	$(ZOO) build-zoo $(WORKERS_ARG) $(ARGS)
 
 reproduce: $(ENV) ## retrain pretrained MODEL (default mnist1d/cnn_paper) and compare with the shipped one
