@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _workers_argument(parser: argparse.ArgumentParser, unit: str) -> None:
+    parser.add_argument("--workers", type=int, default=None,
+                        help="training processes at once, through Keras Tuner's chief and "
+                        f"workers (default: one per core, at most one per {unit}); 1 trains "
+                        "in this process")
+
+
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="short name (mnist1d/cnn_paper) or path to a YAML file")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -83,10 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                         "recipes/overlays/<kind>/NAME.yaml")
     ablate.add_argument("--seeds", type=int, default=3,
                         help="seeds per cell: seed, seed+1, ... (default 3)")
-    ablate.add_argument("--workers", type=int, default=None,
-                        help="training processes at once, through Keras Tuner's chief and "
-                        "workers (default: one per core, at most one per run left); 1 trains "
-                        "in this process")
+    _workers_argument(ablate, "run left")
     ablate.set_defaults(handler=_ablate)
 
     compare = commands.add_parser("compare", help="compare runs side by side")
@@ -165,10 +169,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="entries to (re)build; default all")
     build.add_argument("--seeds", type=int, default=3,
                        help="seeds 0 .. N-1 per entry (default 3)")
-    build.add_argument("--workers", type=int, default=None,
-                       help="training processes at once, through Keras Tuner's chief and "
-                       "workers (default: one per core, at most one per entry and seed); 1 "
-                       "trains in this process")
+    _workers_argument(build, "entry and seed")
     build.set_defaults(handler=_build_zoo)
 
     reproduce = commands.add_parser("reproduce", help="retrain a pretrained model from its "
