@@ -298,19 +298,13 @@ def load_runs(*, parent: str | None = None, experiment: str | None = None,
 
 def _get_run(client, run_id: str):
     """`client.get_run`, with a one-line ZooError for an id the store does not know."""
-    from mlflow.exceptions import MlflowException
-
     from zoo import tracking
 
-    try:
-        return client.get_run(run_id)
-    except MlflowException as err:
-        # Only a missing run is the user's mistake; other failures (store unreachable, ...)
-        # keep their own message.
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    run = tracking.find_run(client, run_id)
+    if run is None:
         raise ZooError(f"no MLflow run {run_id!r} in {tracking.tracking_uri()}; list runs with "
-                       "`make ui` or use --experiment NAME") from err
+                       "`make ui` or use --experiment NAME")
+    return run
 
 
 def learning_curves_plot(groups: Sequence[Group], keys: Sequence[str], path: Path,

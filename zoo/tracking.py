@@ -183,17 +183,17 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
         run.close(status)
 
 
-def run_exists(mlflow_client, run_id: str) -> bool:
-    """Whether the store holds a run of that id (deleted runs included)."""
+def find_run(mlflow_client, run_id: str):
+    """The run of that id, or None when the store has none (deleted runs included); other
+    failures (an unreachable store, ...) raise as they are."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow_client.get_run(run_id)
+        return mlflow_client.get_run(run_id)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
+            return None
         raise
-    return True
 
 
 def child_runs(mlflow_client, parent_run_id: str) -> list:

@@ -154,7 +154,7 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
     folder = directory or paths.project_root() / "tuning" / recipe.name
     state = _load_state(folder, recipe, overwrite)
     parent_id = state.get("parent_run_id")
-    if parent_id and not tracking.run_exists(tracking.client(), parent_id):
+    if parent_id and tracking.find_run(tracking.client(), parent_id) is None:
         raise TuneStateError(
             f"{recipe.name}: the saved search in {folder} was recorded under MLflow run "
             f"{parent_id}, which is not in {tracking.tracking_uri()} (was the store cleaned?); "
