@@ -19,7 +19,7 @@ beside the job file; the parent reads them for its progress lines and results. A
 raises a `ZooError` stops the whole run with its message; Ctrl-C or SIGTERM in the parent stops
 every worker, whose runs end KILLED.
 
-Across machines the pieces are the same as for `zoo tune` (README, "Distributed"): a shared
+Across machines the pieces are the same as for `zoo tune` (docs/experiments.md, "Workers"): a shared
 MLflow server, the chief's address in KERASTUNER_ORACLE_IP/PORT, and `zoo jobs-role JOBS.json`
 on each machine with a tuner id, the job file's folder shared.
 """
