@@ -4,8 +4,8 @@ Switched on by the recipe's `diagnostics.monitor` key. Every `diagnostics.every`
 monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
 
 - `update_ratio`: ||W_end - W_start|| / ||W_start|| of the kernel over the epoch, divided by
-  the epoch's optimizer steps: the net change per step (a snapshot is taken as the epoch
-  begins; Keras runs a whole epoch per call, so there is no hook between its steps);
+  the epoch's optimizer steps: the net change per step (Keras runs a whole epoch per call, so
+  there is no hook between its steps);
 - `grad_norm`: ||dL/dW|| of the kernel, the data loss's gradient on the probe batch;
 - `act_mean`, `act_std`: of the layer's activation outputs on the probe batch;
 - `dead_fraction` (ReLU): units that output 0 for every probe example (a unit of a convolution
@@ -13,17 +13,19 @@ monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
 - `saturated_fraction` (sigmoid, tanh): outputs outside [0.01, 0.99] (sigmoid) or beyond
   |0.99| (tanh), where the local derivative is below about 1% of its maximum.
 
-The probe batch is a fixed set of training examples, evenly spaced through the split. Its
-forward and backward passes run in inference mode (batch norm on its moving statistics, no
-dropout): a training-mode call would advance the dropout layers' seed generators and update batch
-norm's statistics, and the monitored run would then no longer train the same weights as an
-unmonitored one. Nothing here draws random numbers.
+The probe batch is a fixed set of training examples, evenly spaced through the split. As an
+epoch ends the monitor copies the model's variables (under a millisecond); the probe's passes
+then run on the copies in a thread of their own while the next epoch trains, and what they
+measured is logged and checked as that epoch ends. The passes run in inference mode (batch norm
+on its moving statistics, no dropout): a training-mode call would advance the dropout layers'
+seed generators and update batch norm's statistics, and the monitored run would then no longer
+train the same weights as an unmonitored one. Nothing here draws random numbers.
 
 At the end of the run it logs PNGs under `monitor/`: activation and gradient histograms per
 layer (before training and after), the per-layer curves over epochs, and for 2D image CNNs the
 first convolution's filters (before and after). Problems print one line each, at most once per
 layer and kind, become MLflow tags `monitor.warning.<layer>.<kind>`, and are summed up at the end
-with the time the monitor took (metric `monitor/seconds`).
+with the time the monitor held training up (metric `monitor/seconds`).
 """
 
 from __future__ import annotations
@@ -158,31 +160,51 @@ class TrainingMonitor(keras.callbacks.Callback):
         probe = keras.Model(model.inputs,
                             [model.outputs[0], *(layer.output for layer, _ in self.activations)],
                             name=f"{model.name}_monitor_probe")
-        kernels = [layer.kernel for layer in self.weighted]
         kinds = [kind for _, kind in self.activations]
         loss_fn = model.loss if callable(model.loss) else keras.losses.get(model.loss)
         x = tf.constant(self.x_probe)
         y = tf.constant(self.y_probe, dtype=model.outputs[0].dtype)
-        # Kernel snapshots live beside the kernels (plain tf.Variables, outside the model): taking
-        # one and comparing with it needs no copy to the host and no wait for the step running.
-        snapshots = [tf.Variable(tf.zeros(k.shape, k.dtype), trainable=False) for k in kernels]
+        # The probe reads copies of the model's variables (plain tf.Variables beside them), not
+        # the variables: copying takes well under a millisecond at the end of an epoch, and the
+        # probe's passes (a few ms) then run on another thread while the next epoch trains. The
+        # kernels' copies are also the snapshot an epoch's update is measured against.
+        live = [*probe.trainable_variables, *probe.non_trainable_variables]
+        copies = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in live]
+        trainable_count = len(probe.trainable_variables)
+        position = {id(v): i for i, v in enumerate(probe.trainable_variables)}
+        kernel_at = [position[id(layer.kernel)] for layer in self.weighted]
+
+        def copy_weights():
+            """Per kernel, the norms of its change since the last copy and of that copy; then
+            copy every variable (TensorFlow orders a function's reads and writes of a variable
+            as written, so the norms see the old copy)."""
+            norms = []
+            for i in kernel_at:
+                value, old = tf.convert_to_tensor(live[i]), copies[i]
+                norms += [tf.norm(value - old), tf.norm(old)]
+            for variable, copy in zip(live, copies, strict=True):
+                copy.assign(tf.convert_to_tensor(variable))
+            return tf.stack([tf.cast(n, tf.float32) for n in norms]) if norms else tf.zeros([0])
 
         def probe_pass(with_values: bool):
+            values = [tf.convert_to_tensor(c) for c in copies]
+            kernels = [values[i] for i in kernel_at]
             with tf.GradientTape() as tape:
-                outputs = probe(x, training=False)
+                tape.watch(kernels)
+                outputs, _ = probe.stateless_call(values[:trainable_count],
+                                                  values[trainable_count:], x, training=False)
                 outputs = outputs if isinstance(outputs, list) else [outputs]
                 loss = loss_fn(y, outputs[0])
             grads = tape.gradient(loss, kernels)
             grads = [tf.zeros_like(k) if g is None else g for k, g in zip(kernels, grads,
                                                                            strict=True)]
-            # Per kernel: gradient norm, update norm, snapshot norm, the largest spread of one
-            # input's weights across the units, and the largest weight (the units are all alike
-            # when the spread is nil next to it).
+            # Per kernel: gradient norm, the largest spread of one input's weights across the
+            # units, and the largest weight (the units are all alike when the spread is nil
+            # next to it).
             stats = []
-            for kernel, snapshot, grad in zip(kernels, snapshots, grads, strict=True):
-                value = tf.convert_to_tensor(kernel)
-                units = tf.reshape(value, [-1, value.shape[-1]])
-                stats += [tf.norm(grad), tf.norm(value - snapshot), tf.norm(snapshot),
+            for kernel, grad in zip(kernels, grads, strict=True):
+                units = tf.reshape(kernel, [-1, kernel.shape[-1]])
+                stats += [tf.norm(grad),
                           tf.reduce_max(tf.reduce_max(units, 1) - tf.reduce_min(units, 1)),
                           tf.reduce_max(tf.abs(units))]
             for kind, a in zip(kinds, outputs[1:], strict=True):
@@ -200,23 +222,30 @@ class TrainingMonitor(keras.callbacks.Callback):
                 return scalars
             return scalars, [_subsample(a) for a in outputs[1:]], [_subsample(g) for g in grads]
 
-        def snapshot():
-            for kernel, copy in zip(kernels, snapshots, strict=True):
-                copy.assign(tf.convert_to_tensor(kernel))
-
-        # No tensor-dependent control flow: without autograph the trace takes half as long.
+        # No tensor-dependent control flow: without autograph the traces take half as long.
+        self._copy = tf.function(copy_weights, autograph=False)
         self._probe = tf.function(lambda: probe_pass(False), autograph=False)
         self._probe_values = lambda: probe_pass(True)  # twice per run: eager is fine
-        self._snapshot = tf.function(snapshot, autograph=False)
-        self._sizes = [int(np.prod(k.shape)) for k in kernels]
-        self._snapshotted = False
+        self._sizes = [int(np.prod(layer.kernel.shape)) for layer in self.weighted]
+        self._pending = None  # the probe of the last monitored epoch, still to be read
         self._last_epoch = 0
         self._first_conv = next((layer for layer in self.weighted
                                  if isinstance(layer, keras.layers.Conv2D)), None)
         self._filters_before = (_numpy(self._first_conv.kernel) if self._first_conv is not None
                                 else None)
-        scalars, self._values_before_act, self._values_before_grad = self._probe_values()
-        self._check_symmetry(self._kernel_stats(scalars.numpy()), epoch=None)
+        self._copy()
+        self._copied = True  # whether the copies hold the weights as they are now
+        from concurrent.futures import ThreadPoolExecutor
+
+        # One thread, so probes run in the order given. The first job (the values before
+        # training, and the per-epoch probe's trace) runs while the first epoch compiles.
+        self._prober = ThreadPoolExecutor(1, thread_name_prefix="zoo-monitor-probe")
+        self._before = self._prober.submit(self._probe_before_training)
+
+    def _probe_before_training(self):
+        scalars, activations, gradients = self._probe_values()
+        self._probe()  # traced now rather than at the end of the first epoch
+        return scalars.numpy(), activations, gradients
 
     # ---------------------------------------------------------------------------- hooks
     def _monitored(self, epoch: int) -> bool:
@@ -224,33 +253,62 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     @_timed
     def on_epoch_begin(self, epoch, logs=None):
-        self._snapshotted = self._monitored(epoch)
-        if self._snapshotted:
-            self._snapshot()
+        # A monitored epoch's update is measured from the weights it begins with.
+        if self._monitored(epoch) and not self._copied:
+            self._read_probe()  # the copies are about to change under it
+            self._copy()
+        self._copied = False
 
     def _kernel_stats(self, scalars: np.ndarray) -> list[np.ndarray]:
-        """Per kernel: (gradient norm, update norm, snapshot norm, unit spread, largest weight)."""
-        return [scalars[5 * i:5 * i + 5] for i in range(len(self.weighted))]
+        """Per kernel: (gradient norm, unit spread, largest weight)."""
+        return [scalars[3 * i:3 * i + 3] for i in range(len(self.weighted))]
 
     @_timed
     def on_epoch_end(self, epoch, logs=None):
         self._last_epoch = epoch
         if not self._monitored(epoch):
             return
+        self._read_probe()  # the last epoch's, long done: the copies may change now
+        norms = self._copy()
+        self._copied = True
         step = epoch + 1
-        scalars = self._probe().numpy()
+        self._pending = (step, self._prober.submit(lambda: self._probe().numpy()), norms,
+                         self._low_updates_matter(step))
+
+    def _low_updates_matter(self, step: int) -> bool:
+        """Whether a low update ratio in epoch `step` is worth a warning: only early in
+        training (later, small updates are what convergence looks like) and while the learning
+        rate is at least the recipe's (schedules and warmups lower it on purpose)."""
+        epochs = (self.params or {}).get("epochs") or step
+        if step > max(self.every, math.ceil(0.1 * epochs)):
+            return False
+        rate = _current_rate(self.model)
+        return (self.base_learning_rate is None or rate is None
+                or rate >= self.base_learning_rate * (1 - 1e-6))
+
+    def _read_probe(self) -> None:
+        """Wait for the pending probes, if any, and log and check what they measured."""
+        if self._before is not None:
+            scalars, self._values_before_act, self._values_before_grad = self._before.result()
+            self._before = None
+            self._check_symmetry(self._kernel_stats(scalars), epoch=None)
+        if self._pending is None:
+            return
+        step, future, norms, low_updates_matter = self._pending
+        self._pending = None
+        scalars, norms = future.result(), norms.numpy()
         kernel_stats = self._kernel_stats(scalars)
         metrics: dict[str, float] = {}
         steps = max(1, self.steps_per_epoch)
-        for layer, (grad_norm, change, scale, _, _) in zip(self.weighted, kernel_stats,
-                                                           strict=True):
+        for i, (layer, (grad_norm, _, _)) in enumerate(zip(self.weighted, kernel_stats,
+                                                           strict=True)):
+            change, scale = norms[2 * i], norms[2 * i + 1]
             metrics[f"monitor/{layer.name}/grad_norm"] = float(grad_norm)
-            if self._snapshotted:
-                if scale > 0:
-                    metrics[f"monitor/{layer.name}/update_ratio"] = float(change / scale / steps)
-                elif change == 0:
-                    metrics[f"monitor/{layer.name}/update_ratio"] = 0.0
-        at = 5 * len(self.weighted)
+            if scale > 0:
+                metrics[f"monitor/{layer.name}/update_ratio"] = float(change / scale / steps)
+            elif change == 0:
+                metrics[f"monitor/{layer.name}/update_ratio"] = 0.0
+        at = 3 * len(self.weighted)
         for layer, kind in self.activations:
             metrics[f"monitor/{layer.name}/act_mean"] = float(scalars[at])
             metrics[f"monitor/{layer.name}/act_std"] = float(scalars[at + 1])
@@ -263,13 +321,19 @@ class TrainingMonitor(keras.callbacks.Callback):
                 at += 1
         for key, value in metrics.items():
             self.history.setdefault(key, []).append((step, value))
-        self._check(metrics, step)
+        self._check(metrics, step, low_updates_matter)
         self._check_symmetry(kernel_stats, step)
         if self.run is not None:
             self.run.log_epoch({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
 
     def on_train_end(self, logs=None):
         started = time.perf_counter()
+        try:
+            self._read_probe()
+        finally:
+            if self._prober is not None:
+                self._prober.shutdown(wait=True)
+                self._prober = None
         count = len(self.warnings.seen)
         summary = (f"monitor: {count} warning(s): " + "; ".join(
             f"{layer} {kind}" for layer, kind in self.warnings.seen) if count
@@ -283,6 +347,7 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._last_epoch + 1)
 
     def _log_figures(self, summary: str) -> None:
+        self._copy()  # the weights as training left them (early stopping may have restored some)
         _, act_after, grad_after = self._probe_values()
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -308,13 +373,9 @@ class TrainingMonitor(keras.callbacks.Callback):
                 self.run.log_artifact(path, "monitor")
 
     # ---------------------------------------------------------------------------- checks
-    def _check(self, metrics: dict[str, float], step: int) -> None:
+    def _check(self, metrics: dict[str, float], step: int, low_updates_matter: bool) -> None:
+        """Warn about what the metrics of epoch `step` show."""
         warn = self.warnings.add
-        rate = _current_rate(self.model)
-        epochs = (self.params or {}).get("epochs") or step
-        low_updates_matter = step <= max(self.every, math.ceil(0.1 * epochs)) and (
-            self.base_learning_rate is None or rate is None
-            or rate >= self.base_learning_rate * (1 - 1e-6))
         rms = {layer.name: metrics[f"monitor/{layer.name}/grad_norm"] / math.sqrt(size)
                for layer, size in zip(self.weighted, self._sizes, strict=True)}
         reference = rms[self.weighted[-1].name] if self.weighted else 0.0
@@ -400,9 +461,9 @@ def _current_rate(model) -> float | None:
 def _histograms(names: list[str], before: list[np.ndarray], after: list[np.ndarray], path: Path,
                 title: str, *, log_magnitude: bool) -> Path:
     """One panel per layer: the values before training against after it."""
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import MaxNLocator
 
-    from zoo.plots import pyplot
+    from zoo.plots import fixed_title, log_scale, pyplot
 
     plt = pyplot()
     columns = min(4, len(names))
@@ -420,9 +481,9 @@ def _histograms(names: list[str], before: list[np.ndarray], after: list[np.ndarr
             counts, edges = np.histogram(values[np.isfinite(values)], bins=bins)
             ax.stairs(np.maximum(counts, 0.5), edges, fill=True, alpha=0.5, label=label,
                       baseline=0.5)
-        ax.set_title(name, fontsize=9)
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost most of the drawing
+        fixed_title(ax, name, fontsize=9)
+        log_scale(ax, subs=(1.0,))
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # each tick costs about a millisecond
         ax.set_xlabel("log10 |gradient|" if log_magnitude else "activation", fontsize=8)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
@@ -438,9 +499,7 @@ def _histograms(names: list[str], before: list[np.ndarray], after: list[np.ndarr
 
 def _curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
     """Update ratio and gradient norm per layer over epochs, with the warning thresholds."""
-    from matplotlib.ticker import NullLocator
-
-    from zoo.plots import pyplot
+    from zoo.plots import log_scale, pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -456,8 +515,7 @@ def _curves(history: dict[str, list[tuple[int, float]]], path: Path, title: str)
             for bound in (UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH):
                 ax.axhline(bound, color="0.5", linestyle="--", linewidth=0.8)
             ax.axhline(1e-3, color="0.7", linestyle=":", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_locator(NullLocator())
+        log_scale(ax, subs=(1.0,))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

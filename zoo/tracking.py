@@ -87,10 +87,13 @@ def ensure_experiment(mlflow_client, name: str) -> str:
 class TrackedRun:
     """Logging into one MLflow run.
 
-    Per-epoch metrics are buffered and sent in one batch every few seconds: one SQLite
-    transaction per epoch would cost a small model's training several percent, while the UI
-    still updates while a run trains. Batches go synchronously: MLflow's asynchronous queue adds
-    about a second of latency when the run closes, more than the few writes it would hide.
+    Per-epoch metrics are buffered and sent in one batch every few seconds, by a thread of the
+    run's own: a batch costs MLflow's SQL store about 0.2 ms a value (a monitored run logs
+    thousands), and sent from the training thread it would stall training for that long, while
+    beside it it runs while TensorFlow trains the next epochs (without holding Python's lock).
+    The UI still updates while a run trains. Everything else is logged at once; `close` waits
+    for the batches and re-raises a failed one. MLflow's own asynchronous queue was not used:
+    it adds about a second of latency when the run closes.
     """
 
     FLUSH_SECONDS = 5.0
@@ -102,6 +105,8 @@ class TrackedRun:
         self.experiment_id: str = run.info.experiment_id
         self._buffer = []
         self._last_flush = time.monotonic()
+        self._sender = None  # a one-thread executor, created with the first batch
+        self._sent: list = []  # futures of batches not yet known to have arrived
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -122,17 +127,43 @@ class TrackedRun:
         self.client.log_batch(self.run_id, metrics=self._metrics(metrics, step))
 
     def log_epoch(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer one epoch's metrics; send the buffer every few seconds."""
+        """Buffer one epoch's metrics; send the buffer every few seconds, in the background."""
         self._buffer.extend(self._metrics(metrics, step))
         if (time.monotonic() - self._last_flush > self.FLUSH_SECONDS
                 or len(self._buffer) >= self._MAX_BUFFER):
-            self._flush()
+            self._send_buffer()
 
-    def _flush(self) -> None:
+    def _send_buffer(self) -> None:
+        self._check_sent()
         if self._buffer:
-            self.client.log_batch(self.run_id, metrics=self._buffer)
-            self._buffer = []
+            if self._sender is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._sender = ThreadPoolExecutor(1, thread_name_prefix="zoo-mlflow-metrics")
+            batch, self._buffer = self._buffer, []
+            self._sent.append(self._sender.submit(self.client.log_batch, self.run_id,
+                                                  metrics=batch))
         self._last_flush = time.monotonic()
+
+    def _check_sent(self, wait: bool = False) -> None:
+        """Forget the batches that arrived; raise the error of one that failed."""
+        pending = []
+        for future in self._sent:
+            if wait or future.done():
+                future.result()
+            else:
+                pending.append(future)
+        self._sent = pending
+
+    def flush(self) -> None:
+        """Send the buffered metrics and wait until every batch has arrived."""
+        try:
+            self._send_buffer()
+            self._check_sent(wait=True)
+        finally:
+            if self._sender is not None:
+                self._sender.shutdown(wait=True)
+                self._sender = None
 
     @staticmethod
     def _metrics(metrics: Mapping[str, float], step: int):
@@ -146,7 +177,7 @@ class TrackedRun:
 
     def close(self, status: str) -> None:
         try:
-            self._flush()
+            self.flush()
         finally:
             self.client.set_terminated(self.run_id, status)
 
