@@ -16,7 +16,7 @@ from zoo import paths, tracking
 from zoo.compare import describe_cell
 from zoo.errors import ArgumentError, RecipeError
 from zoo.recipe import Recipe, flatten
-from zoo.workers import Job, JobResult, check_workers, pick_workers, run_jobs
+from zoo.workers import Job, JobResult, WorkerPool, check_workers, pick_workers, run_jobs
 
 OVERLAY = "overlay"
 
@@ -79,7 +79,7 @@ def cell_recipe(recipe: Recipe, cell: dict[str, Any], seed: int) -> Recipe:
 
 
 def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3,
-           workers: int | None = 1) -> str:
+           workers: int | None = 1, pool: WorkerPool | None = None) -> str:
     """Train every cell of the grid for `seeds` seeds under one parent run; returns its id.
 
     Every cell's recipe is validated before anything trains, so a bad value fails at once.
@@ -91,6 +91,8 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
         workers: 1 trains in this process, N > 1 in N worker processes (`zoo.workers`),
             None one per core; at most one per cell and seed left to train. A run's result
             depends on its cell and seed only, not on the worker that trains it.
+        pool: worker processes started before (`zoo.workers.WorkerPool`); None starts them
+            when the jobs are known.
     """
     if seeds < 1:
         raise ArgumentError(f"ablate: --seeds must be at least 1 (received {seeds})")
@@ -133,7 +135,7 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
                   f"{result.test_accuracy:.4f}  elapsed {elapsed:.0f} s  "
                   f"remaining ~{remaining:.0f} s", flush=True)
 
-        run_jobs(pending, count, name=f"ablate {recipe.name}", on_done=finished)
+        run_jobs(pending, count, name=f"ablate {recipe.name}", on_done=finished, pool=pool)
         parent.log_metrics({"cells": len(grid), "runs": total, "skipped": skipped})
         return parent.run_id
 

@@ -234,12 +234,18 @@ def _tune(args) -> int:
 
 
 def _ablate(args) -> int:
-    from zoo.ablate import ablate, parse_axis
-    from zoo.recipe import load_recipe
+    from zoo.workers import WorkerPool, check_workers, cores
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    parent = ablate(recipe, [parse_axis(a) for a in args.axis], seeds=args.seeds,
-                    workers=args.workers)
+    check_workers(args.workers, "ablate")
+    # The other workers start first: they import TensorFlow while this process loads and checks
+    # the grid and opens its MLflow run, and are ready when the first job is.
+    with WorkerPool.started((args.workers or cores()) - 1) as pool:
+        from zoo.ablate import ablate, parse_axis
+        from zoo.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        parent = ablate(recipe, [parse_axis(a) for a in args.axis], seeds=args.seeds,
+                        workers=args.workers, pool=pool)
     print(f"\nmlflow run     {parent} (parent)\ncompare with   zoo compare --parent {parent}")
     return 0
 

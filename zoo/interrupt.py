@@ -45,3 +45,17 @@ def stoppable(model) -> Iterator[None]:
     if _training["requested"]:
         _training["requested"] = False
         raise KeyboardInterrupt("stopped by signal")
+
+
+def request_stop() -> None:
+    """Stop the training in progress as a first signal would (from any thread); leaving
+    `stoppable` then raises KeyboardInterrupt. Nothing when nothing trains."""
+    model = _training["model"]
+    if model is not None and not _training["requested"]:
+        _training["requested"] = True
+        model.stop_training = True
+
+
+def cancel_stop() -> None:
+    """Forget a stop requested after the training it was meant for had ended."""
+    _training["requested"] = False

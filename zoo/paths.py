@@ -1,4 +1,4 @@
-"""Where the zoo keeps recipes, trained models and the MLflow store."""
+"""Where the zoo keeps recipes, trained models, the MLflow store and its data cache."""
 
 from __future__ import annotations
 
@@ -28,3 +28,12 @@ def models_dir() -> Path:
 
 def mlruns_dir() -> Path:
     return project_root() / "mlruns"
+
+
+def cache_dir() -> Path:
+    """Data sets built once and kept: ZOO_CACHE if set, else `zoo/` in the user's cache folder
+    (XDG_CACHE_HOME, default ~/.cache)."""
+    if os.environ.get("ZOO_CACHE"):
+        return Path(os.environ["ZOO_CACHE"]).resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "zoo"

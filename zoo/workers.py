@@ -7,19 +7,22 @@ sequential path makes (same recipe, seed, run name, tags and parent run). A job'
 fix its result, whichever worker trains it and in whatever order: a fresh process trains the
 same weights as one that trained other jobs before.
 
-Processes, all on this machine:
+A job list with `--workers N` (`run_jobs`):
 
-- the chief (KERASTUNER_TUNER_ID=chief): the oracle, a gRPC server on 127.0.0.1;
-- N workers (`tuner0` ... `tuner<N-1>`): each asks the chief for a trial, trains it, repeats;
-- with a SQLite store, a temporary MLflow server on 127.0.0.1 that takes the workers'
-  concurrent writes (SQLite alone would fail them with "database is locked").
+- the parent process is the chief: it serves the oracle over gRPC on 127.0.0.1 from a thread,
+  and trains jobs itself, asking the same oracle (a second core costs no extra process);
+- N - 1 worker processes (`tuner1` ...) ask it for jobs over gRPC. A `WorkerPool` can start
+  them before the jobs are known: they import TensorFlow (seconds) while the parent validates
+  the grid and opens its MLflow run, then wait for the job file;
+- workers write to the MLflow store directly, SQLite included (the parent creates it first).
 
-Workers of a job list write `<index>.started`, `<index>.result.json` or `<index>.error.json`
-beside the job file; the parent reads them for its progress lines and results. A job that
-raises a `ZooError` stops the whole run with its message; Ctrl-C or SIGTERM in the parent stops
-every worker, whose runs end KILLED.
+Workers write `<index>.started`, `<index>.result.json` or `<index>.error.json` beside the job
+file; the parent reads them for its progress lines and results. A job that raises a `ZooError`
+stops the whole run with its message (the parent's own training stops after its current epoch);
+Ctrl-C or SIGTERM in the parent stops every worker, whose runs end KILLED.
 
-Across machines the pieces are the same as for `zoo tune` (docs/experiments.md, "Workers"): a shared
+`zoo tune --workers N` (`run_processes`) starts Keras Tuner's chief as a process of its own and N
+workers. Across machines the pieces are the same (docs/experiments.md, "Workers"): a shared
 MLflow server, the chief's address in KERASTUNER_ORACLE_IP/PORT, and `zoo jobs-role JOBS.json`
 on each machine with a tuner id, the job file's folder shared.
 """
@@ -36,21 +39,22 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import keras_tuner as kt
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ArgumentError, ZooError
 from zoo.files import write_text_atomically
-from zoo.recipe import Recipe
+
+if TYPE_CHECKING:  # the recipe schema imports TensorFlow: not before the workers start
+    from zoo.recipe import Recipe
 
 PARENT_ENVIRONMENT = "ZOO_WORKER_PARENT"  # set for the processes started here
 STOP_SECONDS = 60  # a stopped worker finishes its batch and marks its run KILLED within this
 POLL_SECONDS = 0.5
+SPEC_POLL_SECONDS = 0.05  # a waiting worker looks for its job file this often
+END_POLL_SECONDS = 0.1  # the parent, done with its own jobs, looks for the last results
 OBJECTIVE = "test_accuracy"  # only recorded in the oracle: nothing is chosen by it
 
 
@@ -178,13 +182,23 @@ def _wait(processes: dict[str, subprocess.Popen], name: str,
         time.sleep(POLL_SECONDS)
 
 
-def _stop(processes: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM whatever still runs, wait for it to wrap up, SIGKILL what does not."""
+def _stop(processes: dict[str, subprocess.Popen], announce: bool = True,
+          grace: float = 0) -> None:
+    """SIGTERM whatever still runs, wait for it to wrap up, SIGKILL what does not.
+
+    Args:
+        announce: say which workers are stopped (not when they had nothing left to do).
+        grace: seconds to wait for processes that are exiting on their own first.
+    """
+    deadline = time.monotonic() + grace
+    for process in processes.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
     alive = {k: p for k, p in processes.items() if p.poll() is None}
     if not alive:
         return
     busy = [k for k in alive if k != "chief"]  # after a normal end only the chief is left
-    if busy:
+    if busy and announce:
         # On stdout: stderr keeps the one-line error of a failed run.
         print(f"zoo: stopping worker {', '.join(busy)} (a stopped run ends KILLED) ...",
               flush=True)
@@ -321,8 +335,10 @@ class JobError(ZooError):
 
 def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
              on_start: Callable[[int], None] | None = None,
-             on_done: Callable[[int, JobResult], None] | None = None) -> list[JobResult]:
-    """Train every job; 1 worker trains them here in order, N > 1 in N worker processes.
+             on_done: Callable[[int, JobResult], None] | None = None,
+             pool: WorkerPool | None = None) -> list[JobResult]:
+    """Train every job; 1 worker trains them here in order, N > 1 here and in N - 1 worker
+    processes.
 
     Args:
         jobs: the jobs; a job's index in this list is its trial number.
@@ -330,6 +346,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
         name: what runs, for messages.
         on_start: called with a job's index when it starts (in this process).
         on_done: called with a job's index and result when it finishes (in this process).
+        pool: worker processes started earlier (`WorkerPool.started`); None starts
+            `workers - 1` now.
 
     Returns:
         The results, in the order of `jobs`.
@@ -337,103 +355,239 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
     Raises:
         ZooError: a job failed (the first failure's message; the other workers are stopped).
     """
-    results: list[JobResult | None] = [None] * len(jobs)
     if workers <= 1 or len(jobs) <= 1:
+        results = []
         for index, job in enumerate(jobs):
             if on_start:
                 on_start(index)
-            results[index] = JobResult.of(job.train(), keep_model=True)
+            results.append(JobResult.of(job.train(), keep_model=True))
             if on_done:
                 on_done(index, results[index])
-        return results  # type: ignore[return-value]
+        return results
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool.started(
+                min(workers, len(jobs)) - 1, track=any(job.track for job in jobs)))
+        return _Shared(jobs, pool, name, on_start, on_done).run()
 
-    folder = Path(tempfile.mkdtemp(prefix="zoo-jobs-"))
-    try:
-        spec = folder / "jobs.json"
-        spec.write_text(json.dumps({"jobs": [job.to_json() for job in jobs]}))
-        out = folder / "results"
-        out.mkdir()
-        started: set[int] = set()
 
-        def collect() -> None:
-            for path in sorted(out.glob("*.error.json")):
-                error = json.loads(path.read_text())
-                raise JobError(error["message"])
-            for path in sorted(out.glob("*.started"), key=_index):
-                if _index(path) not in started:
-                    started.add(_index(path))
-                    if on_start:
-                        on_start(_index(path))
-            for path in sorted(out.glob("*.result.json"), key=_index):
-                index = _index(path)
-                if results[index] is None:
-                    results[index] = JobResult.from_json(json.loads(path.read_text()))
-                    if on_done:
-                        on_done(index, results[index])
+@dataclass
+class WorkerPool:
+    """Worker processes for `run_jobs`, started before their jobs are known: each imports what
+    training needs, then waits for the job file the parent writes into `folder`."""
 
-        run_processes(["jobs-role", str(spec)], min(workers, len(jobs)), name=name,
-                      track=any(job.track for job in jobs), poll=collect)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    missing = [jobs[i].label for i, result in enumerate(results) if result is None]
-    if missing:
-        raise JobError(f"{name}: the workers ended without a result for {', '.join(missing)}")
-    return results  # type: ignore[return-value]
+    folder: Path
+    port: int  # of the oracle server the parent will run
+    processes: dict[str, subprocess.Popen]
+    finished: bool = False  # every job of the pool's job list has its result
+    server: Any = None  # the oracle's gRPC server, from `serve` until the workers are gone
+
+    @property
+    def spec(self) -> Path:
+        return self.folder / "jobs.json"
+
+    def serve(self, oracle) -> None:
+        """Answer the workers' requests to `oracle` from a thread of this process, until the
+        pool closes: a worker that finished its last job still asks for another (and is told
+        there is none) before it exits."""
+        self.server = _serve(oracle, self.port)
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, count: int, *, track: bool = True) -> Iterator[WorkerPool]:
+        """Start `count` workers (0: none, the parent trains alone); stop them on leaving.
+
+        Args:
+            track: the jobs log to MLflow.
+        """
+        from zoo import server, tracking
+
+        folder = Path(tempfile.mkdtemp(prefix="zoo-jobs-"))
+        (folder / "results").mkdir()
+        uri = tracking.tracking_uri()
+        # Workers write to the store directly, SQLite included: SQLite serializes the few
+        # small writes a run makes (metrics go in batches every few seconds), and the parent
+        # creates and migrates a new store before any job starts (`_Shared.run`). A temporary
+        # server in between cost 6 s of start-up, as much as a short job. Other local stores
+        # (file:) still get one.
+        direct = not track or count == 0 or uri.startswith(
+            ("sqlite:", "http://", "https://", "postgresql"))
+        try:
+            with (contextlib.nullcontext(uri) if direct
+                  else server.local_server_if_needed(uri)) as worker_uri:
+                pool = cls(folder, server.free_port(), {})
+                try:
+                    env = _worker_environment(worker_uri, pool.port)
+                    command = [sys.executable, "-m", "zoo.cli", "jobs-role", str(pool.spec)]
+                    for i in range(1, count + 1):
+                        # A session of their own: a terminal's Ctrl-C reaches the parent only,
+                        # which then stops each worker with exactly one SIGTERM (a second
+                        # signal would abort it at once, maybe before it marks its run KILLED).
+                        pool.processes[f"tuner{i}"] = subprocess.Popen(
+                            command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"},
+                            start_new_session=True)
+                    yield pool
+                finally:
+                    # Before a temporary MLflow server goes. Workers still waiting for a job
+                    # file that never came (a grid that failed its checks, nothing left to run)
+                    # have nothing to stop, and those of a finished job list are exiting: no
+                    # message for them, and the latter may finish on their own.
+                    _stop(pool.processes, announce=pool.spec.exists() and not pool.finished,
+                          grace=STOP_SECONDS if pool.finished else 0)
+                    if pool.server is not None:
+                        pool.server.stop(grace=None)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_environment(uri: str, port: int) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+            PARENT_ENVIRONMENT: str(os.getpid()),
+            # Links to a temporary server on every run's end are no use to anyone.
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": os.environ.get(
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")}
+
+
+class _Shared:
+    """One `run_jobs` over a pool: the oracle served from a thread, this process's own share
+    of the jobs, and a watcher thread that reports the workers' results and failures."""
+
+    def __init__(self, jobs: Sequence[Job], pool: WorkerPool, name: str,
+                 on_start: Callable[[int], None] | None,
+                 on_done: Callable[[int, JobResult], None] | None):
+        self.jobs, self.pool, self.name = jobs, pool, name
+        self.on_start, self.on_done = on_start, on_done
+        self.results: list[JobResult | None] = [None] * len(jobs)
+        self.started: set[int] = set()
+        self.error: ZooError | None = None  # the first failure, raised in this thread
+        self.lock = threading.Lock()  # callbacks come from this thread and the watcher
+        self.finished = threading.Event()
+
+    def run(self) -> list[JobResult]:
+        from zoo import interrupt, tracking
+
+        if any(job.track for job in self.jobs) and tracking.tracking_uri().startswith("sqlite:"):
+            # Created and migrated here, once: workers that open a new SQLite store together
+            # both try to migrate its schema, and one of them fails.
+            tracking.client()
+        write_text_atomically(self.pool.spec, json.dumps(
+            {"jobs": [job.to_json() for job in self.jobs]}))
+        from zoo.job_tuner import Failed, job_tuner
+
+        tuner = job_tuner(self.jobs, self.pool.folder, local=self)
+        self.pool.serve(tuner.oracle)
+        watcher = threading.Thread(target=self._watch, name="zoo-jobs-watcher", daemon=True)
+        watcher.start()
+        try:
+            try:
+                tuner.search(verbose=0)  # this process's share of the jobs
+            except Failed as failed:  # one of them: its own error, as the sequential path
+                raise failed.error from None
+            except KeyboardInterrupt:
+                if self.error is None:
+                    raise
+                # Stopped because a worker's job failed: that failure is the error to report.
+            self._raise_error()
+            # The workers' last results; they exit on their own once the oracle has no job
+            # left for them, and the pool stops whatever has not by the time it closes.
+            while True:
+                self._collect()
+                self._raise_error()
+                if all(r is not None for r in self.results) or self._workers_done():
+                    break
+                time.sleep(END_POLL_SECONDS)
+            self.pool.finished = all(r is not None for r in self.results)
+        finally:
+            self.finished.set()
+            watcher.join()
+            interrupt.cancel_stop()
+        missing = [self.jobs[i].label for i, result in enumerate(self.results) if result is None]
+        if missing:
+            raise JobError(f"{self.name}: the workers ended without a result for "
+                           f"{', '.join(missing)}")
+        return self.results  # type: ignore[return-value]
+
+    # -- this process's own jobs (called by the local JobTuner)
+    def train_here(self, index: int) -> JobResult:
+        self._raise_error()
+        self._report_start(index)
+        result = JobResult.of(self.jobs[index].train(), keep_model=True)
+        self._report_done(index, result)
+        return result
+
+    # -- the workers'
+    def _watch(self) -> None:
+        from zoo import interrupt
+
+        while not self.finished.wait(POLL_SECONDS):
+            try:
+                self._collect()
+                failed = {k: p.returncode for k, p in self.pool.processes.items()
+                          if p.poll() not in (None, 0)}
+                if failed and self.error is None:
+                    listed = ", ".join(f"{k} (exit code {c})" for k, c in failed.items())
+                    raise JobError(f"{self.name}: worker {listed} failed; see its output above")
+            except ZooError as err:
+                with self.lock:
+                    if self.error is None:
+                        self.error = err
+                interrupt.request_stop()
+                return
+
+    def _collect(self) -> None:
+        out = self.pool.folder / "results"
+        for path in sorted(out.glob("*.error.json")):
+            raise JobError(json.loads(path.read_text())["message"])
+        for path in sorted(out.glob("*.started"), key=_index):
+            self._report_start(_index(path))
+        for path in sorted(out.glob("*.result.json"), key=_index):
+            index = _index(path)
+            if self.results[index] is None:
+                self._report_done(index, JobResult.from_json(json.loads(path.read_text())))
+
+    def _report_start(self, index: int) -> None:
+        with self.lock:
+            if index in self.started:
+                return
+            self.started.add(index)
+            if self.on_start:
+                self.on_start(index)
+
+    def _report_done(self, index: int, result: JobResult) -> None:
+        with self.lock:
+            if self.results[index] is not None:
+                return
+            self.results[index] = result
+            if self.on_done:
+                self.on_done(index, result)
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _workers_done(self) -> bool:
+        return all(p.poll() is not None for p in self.pool.processes.values())
+
+
+def _serve(oracle, port: int):
+    """Keras Tuner's oracle service on 127.0.0.1:`port`, answered from a thread of this
+    process (`keras_tuner`'s `oracle_chief.start_server` does the same, but blocks)."""
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(OracleServicer(oracle), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server
 
 
 def _index(path: Path) -> int:
     return int(path.name.split(".")[0])
-
-
-class JobOracle(kt.Oracle):
-    """Trial k is job k: each job given out once, in order, to whichever worker asks.
-
-    Keras Tuner's GridSearchOracle would also walk a `job` choice, but it proposes a trial's
-    successor only when that trial ends, which keeps at most two workers busy.
-    """
-
-    def __init__(self, jobs: int):
-        space = kt.HyperParameters()
-        space.Int("job", 0, max(jobs - 1, 1))
-        super().__init__(objective=kt.Objective(OBJECTIVE, "max"), max_trials=jobs,
-                         hyperparameters=space)
-
-    def populate_space(self, trial_id):
-        return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": {"job": int(trial_id)}}
-
-
-class _Failed(kt.errors.FatalError):
-    """Ends a worker's search: Keras Tuner would otherwise log the trial as failed and go on."""
-
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
-
-
-class JobTuner(kt.engine.base_tuner.BaseTuner):
-    """A worker: trains the job of each trial the chief gives it and writes down the result."""
-
-    def __init__(self, jobs: Sequence[Job], out: Path, **kwargs):
-        self.jobs, self.out = jobs, out
-        super().__init__(**kwargs)
-
-    def run_trial(self, trial, *args, **kwargs):
-        index = int(trial.hyperparameters.values["job"])
-        job = self.jobs[index]
-        write_text_atomically(self.out / f"{index}.started", self.tuner_id)
-        try:
-            result = job.train()
-        except ZooError as err:
-            _write_error(self.out, index, str(err))
-            raise _Failed(2) from err
-        except Exception as err:
-            traceback.print_exc()
-            _write_error(self.out, index, f"{job.label}: {type(err).__name__}: {err} (see the "
-                         "worker's traceback above)")
-            raise _Failed(1) from err
-        write_text_atomically(self.out / f"{index}.result.json",
-                              json.dumps(JobResult.of(result, keep_model=False).to_json()))
-        return {OBJECTIVE: result.test_accuracy}
 
 
 def run_job_role(spec: Path) -> int:
@@ -444,13 +598,24 @@ def run_job_role(spec: Path) -> int:
         reports the job's message; a traceback is printed here).
     """
 
-    def search() -> None:
-        jobs = [Job.from_json(job) for job in json.loads(spec.read_text())["jobs"]]
-        tuner = JobTuner(jobs, spec.parent / "results", oracle=JobOracle(len(jobs)),
-                         directory=str(spec.parent), project_name="oracle")
-        tuner.search(verbose=0)  # the parent prints one line per job instead
+    from zoo import train  # noqa: F401  (the slow imports, while the parent prepares the jobs)
+    from zoo.job_tuner import job_tuner
 
-    return run_role(search)
+    def search() -> None:
+        # Ready: what is left is the parent's (tests wait for this to give a worker a share).
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "worker")
+        write_text_atomically(spec.parent / f"{tuner_id}.waiting", str(os.getpid()))
+        while not spec.exists():  # written once the parent has its jobs (and its MLflow run)
+            time.sleep(SPEC_POLL_SECONDS)
+        jobs = [Job.from_json(job) for job in json.loads(spec.read_text())["jobs"]]
+        job_tuner(jobs, spec.parent).search(verbose=0)  # the parent prints the progress
+
+    code = run_role(search)
+    # Every run is closed and every result written (atomically): nothing is left to lose, and
+    # tearing TensorFlow down properly would keep the parent waiting for a second.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_role(search: Callable[[], None]) -> int:
@@ -459,10 +624,12 @@ def run_role(search: Callable[[], None]) -> int:
     Returns:
         The process's exit code.
     """
+    from zoo.job_tuner import Failed
+
     exit_with_parent()
     try:
         search()
-    except _Failed as failed:
+    except Failed as failed:
         return failed.code
     except KeyboardInterrupt:
         if os.environ.get("KERASTUNER_TUNER_ID") == "chief":
@@ -471,7 +638,3 @@ def run_role(search: Callable[[], None]) -> int:
             return 130
         raise
     return 0
-
-
-def _write_error(out: Path, index: int, message: str) -> None:
-    write_text_atomically(out / f"{index}.error.json", json.dumps({"message": message}))

@@ -105,3 +105,25 @@ def test_tiny_sets_that_cannot_be_stratified_still_split():
     x_train, y_train, x_val, y_val = carve_validation(x, y, 0.25)
     assert len(y_val) == 2 and len(y_train) == 6
     assert not set(x_train[:, 0]) & set(x_val[:, 0])
+
+
+def test_mnist1d_cache_gives_what_the_package_builds_and_survives_damage(tmp_path, monkeypatch):
+    from mnist1d.data import get_dataset_args
+
+    from zoo.data import embedded
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
+    built = embedded._build_mnist1d(get_dataset_args())
+    embedded.mnist1d.cache_clear()
+    first = embedded.mnist1d()  # builds and writes the cache file
+    (cached,) = tmp_path.glob("mnist1d-*.npz")
+    embedded.mnist1d.cache_clear()
+    second = embedded.mnist1d()  # reads it
+    cached.write_bytes(cached.read_bytes()[:1000])  # a damaged file is rebuilt, not trusted
+    embedded.mnist1d.cache_clear()
+    third = embedded.mnist1d()
+    embedded.mnist1d.cache_clear()
+    for arrays in (first, second, third):
+        for got, want in zip(arrays[:4], built, strict=True):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert embedded._read_cached(cached) is not None  # rewritten whole

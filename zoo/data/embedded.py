@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import zipfile
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from zoo import paths
 from zoo.data.splits import SPLIT_SEED, frozen
+from zoo.files import atomic_path
 
 # digits has no official test split; this one is fixed forever (stratified, 20%).
 DIGITS_TEST_FRACTION = 0.2
@@ -33,16 +36,53 @@ def mnist1d():
     """MNIST-1D built locally by the `mnist1d` package with its default arguments.
 
     4,000 train and 1,000 test sequences of length 40, as (40, 1) arrays; the package's own split.
+    Building it takes about a second, which every worker process of a grid would pay: the arrays
+    are kept in the zoo's cache folder (`zoo.paths.cache_dir`), keyed by the package's version
+    and arguments, and rebuilt when the file is missing or unreadable.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
+    import hashlib
+    import json
+    from importlib.metadata import version
 
-    data = make_dataset(get_dataset_args())
-    x_train = data["x"].astype(np.float32)[..., None]
-    x_test = data["x_test"].astype(np.float32)[..., None]
-    y_train = data["y"].astype(np.int32)
-    y_test = data["y_test"].astype(np.int32)
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args()
+    key = hashlib.sha256(json.dumps([version("mnist1d"), vars(args)], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    path = paths.cache_dir() / f"mnist1d-{key}.npz"
+    arrays = _read_cached(path)
+    if arrays is None:
+        arrays = _build_mnist1d(args)
+        _write_cached(path, arrays)
     names = tuple(str(c) for c in range(10))
-    return tuple(map(frozen, (x_train, y_train, x_test, y_test))) + (names,)
+    return tuple(map(frozen, arrays)) + (names,)
+
+
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _build_mnist1d(args) -> tuple[np.ndarray, ...]:
+    from mnist1d.data import make_dataset
+
+    data = make_dataset(args)
+    return (data["x"].astype(np.float32)[..., None], data["y"].astype(np.int32),
+            data["x_test"].astype(np.float32)[..., None], data["y_test"].astype(np.int32))
+
+
+def _read_cached(path) -> tuple[np.ndarray, ...] | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return tuple(stored[name] for name in _ARRAYS)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # missing, half-written by an older version, or damaged: rebuild
+
+
+def _write_cached(path, arrays: tuple[np.ndarray, ...]) -> None:
+    try:
+        with atomic_path(path, suffix=".tmp.npz") as tmp:
+            np.savez(tmp, **dict(zip(_ARRAYS, arrays, strict=True)))
+    except OSError:
+        pass  # a read-only home: build it again next time
 
 
 EMBEDDED = {"digits": digits, "mnist1d": mnist1d}

@@ -54,7 +54,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
     # One thread of its own: the pipeline's work is a few ms an epoch, and more threads only
     # contend with the training thread for the cores.
     options.threading.private_threadpool_size = 1
-    return epochs.flat_map(epoch).prefetch(tf.data.AUTOTUNE).with_options(options)
+    options.autotune.enabled = False
+    return epochs.flat_map(epoch).prefetch(4).with_options(options)
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int,
