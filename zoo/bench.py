@@ -161,6 +161,9 @@ def _tuning(folder: Path, trials: int = 5) -> dict[str, float]:
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'tune.db'}"
     try:
+        from zoo import tracking
+
+        tracking.client()  # the store's schema exists before the clock starts, as in real use
         recipe = load_recipe("mnist1d/mlp", ["training.epochs=2", f"tune.max_trials={trials}",
                                              "tune.algorithm=random"])
         source = folder / "tuned.yaml"

@@ -99,6 +99,7 @@ def seed_everything(seed: int, current: Policy | None = None) -> Policy:
     from tensorflow.python.framework import config
 
     current = current or policy()
+    quiet_expected_retracing()
     keras.utils.set_random_seed(seed)
     # Set both ways: a process that trained under another policy must not carry it over.
     if current.op_determinism:
@@ -106,6 +107,25 @@ def seed_everything(seed: int, current: Policy | None = None) -> Policy:
     else:
         config.disable_op_determinism()
     return current
+
+
+class _NotRetracing:
+    """Drops TensorFlow's "triggered tf.function retracing" warning: a process that trains
+    several models (tuning trials, grid cells) traces each model's functions once, as it must,
+    and the warning only says so, after every few models."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_expected_retracing() -> None:
+    """Install `_NotRetracing` on TensorFlow's logger (once)."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NotRetracing) for f in logger.filters):
+        logger.addFilter(_NotRetracing())
 
 
 def _has_gpu() -> bool:

@@ -143,6 +143,7 @@ class LearningRateController(keras.callbacks.Callback):
         self.plateau_scale = 1.0
         self._best = math.inf
         self._wait = 0
+        self._last_rate = None  # the schedule at the last step, traced (on_train_begin)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.plateau:
@@ -151,9 +152,22 @@ class LearningRateController(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = (
                 self.plateau_scale * ramp * self.section.learning_rate)
 
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        optimizer = self.model.optimizer
+        schedule = optimizer._learning_rate
+        self._last_rate = None
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            # Evaluated eagerly, a schedule is a dozen small ops, a millisecond an epoch: a few
+            # percent of a small model's epoch. Traced once, it is one call.
+            self._last_rate = tf.function(lambda: schedule(
+                tf.maximum(tf.cast(optimizer.iterations, tf.int64) - 1, 0)))
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        logs["learning_rate"] = current_rate(self.model.optimizer)
+        logs["learning_rate"] = (float(self._last_rate()) if self._last_rate is not None
+                                 else current_rate(self.model.optimizer))
         if not self.plateau:
             return
         value = logs.get(self.section.monitor)
