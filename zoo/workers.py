@@ -598,7 +598,7 @@ def run_job_role(spec: Path) -> int:
         reports the job's message; a traceback is printed here).
     """
 
-    from zoo import train  # noqa: F401  (the slow imports, while the parent prepares the jobs)
+    _warm_up()
     from zoo.job_tuner import job_tuner
 
     def search() -> None:
@@ -616,6 +616,19 @@ def run_job_role(spec: Path) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _warm_up() -> None:
+    """What a job's first run imports (TensorFlow, MLflow and its SQL store, matplotlib: 4 s
+    or more), done while the parent still prepares the jobs rather than in the first job."""
+    from zoo import tracking, train  # noqa: F401
+    from zoo.plots import pyplot
+
+    if tracking.tracking_uri().startswith(("sqlite:", "postgresql")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import mlflow  # noqa: F401
+
+    pyplot()
 
 
 def run_role(search: Callable[[], None]) -> int:
