@@ -597,7 +597,12 @@ def run_job_role(spec: Path) -> int:
         The exit code: 0, 2 when a job raised a ZooError, 1 for any other failure (the parent
         reports the job's message; a traceback is printed here).
     """
+    from zoo import interrupt
 
+    # Until its jobs come, a worker has nothing to wrap up: stopped (the grid failed its
+    # checks, or nothing was left to run), it leaves at once and says nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: os._exit(0))
     _warm_up()
     from zoo.job_tuner import job_tuner
 
@@ -607,6 +612,7 @@ def run_job_role(spec: Path) -> int:
         write_text_atomically(spec.parent / f"{tuner_id}.waiting", str(os.getpid()))
         while not spec.exists():  # written once the parent has its jobs (and its MLflow run)
             time.sleep(SPEC_POLL_SECONDS)
+        interrupt.install()  # from here a stop ends the job's run KILLED
         jobs = [Job.from_json(job) for job in json.loads(spec.read_text())["jobs"]]
         job_tuner(jobs, spec.parent).search(verbose=0)  # the parent prints the progress
 
