@@ -243,3 +243,20 @@ def test_build_zoo_in_workers_writes_the_same_manifest(tmp_path):
     assert {k: v for k, v in one.items() if k not in varying} == \
         {k: v for k, v in two.items() if k not in varying}
     assert set(one["metrics"]["test_accuracy"]["per_seed"]) == {"0", "1"}
+
+
+def test_a_grid_that_fails_its_checks_stops_the_early_workers_quietly(tmp_path):
+    # `zoo ablate --workers 2` starts its other worker before it loads the grid; a bad grid
+    # must still end with its one error line, not with a stopped worker's messages.
+    command = [sys.executable, "-m", "zoo.cli", "ablate", "mnist1d/cnn", "--axis",
+               "model.strides=1,2", "--axis", "model.dilation=1,2", "--seeds", "1",
+               "--workers", "2"]
+    env = {**os.environ, "ZOO_HOME": str(tmp_path),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    (tmp_path / "recipes").symlink_to(REPO / "recipes")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    ours = [line for line in (done.stdout + done.stderr).splitlines()
+            if line.startswith("zoo:")]
+    assert len(ours) == 1 and ours[0].startswith("zoo: error: command line: model.dilation")
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was recorded
