@@ -279,3 +279,14 @@ def test_predict_refuses_bad_inputs(tmp_path, capsys):
     assert "not images" in capsys.readouterr().err
     assert cli.main(["predict", "digits/cnn", str(tmp_path / "absent.npy")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_build_zoo_starts_with_the_entries_that_took_longest_last_time():
+    from zoo.pretrained.build import _last_seconds
+
+    manifest = {"entries": {"a": {"train_seconds": {"0": 10.0, "1": 30.0}},
+                            "b": {"train_seconds": {"0": 100.0}}}}
+    assert _last_seconds(manifest, "a") == 20.0
+    assert _last_seconds(manifest, "new") == float("inf")  # never built: first
+    assert sorted(["a", "new", "b"], key=lambda n: -_last_seconds(manifest, n)) == [
+        "new", "b", "a"]
