@@ -115,7 +115,7 @@ def run_processes(role: Sequence[str], workers: int, *, name: str, track: bool =
     """Run `zoo <role...>` as Keras Tuner's chief and `workers` workers; wait for them.
 
     Args:
-        role: the hidden subcommand and its arguments (`["jobs-role", "jobs.json"]`).
+        role: the hidden subcommand and its arguments (`["tune-role", "recipe.yaml", ...]`).
         workers: worker processes besides the chief.
         name: what runs, for messages.
         track: the workers log to MLflow.
@@ -124,41 +124,68 @@ def run_processes(role: Sequence[str], workers: int, *, name: str, track: bool =
     Raises:
         ZooError: a worker or the chief failed.
     """
-    from zoo import server, tracking
+    from zoo import server
 
-    uri = tracking.tracking_uri()
-    # The workers write to the store directly, SQLite included: the parent creates and
-    # migrates it first (below), and SQLite serializes the few small writes a run
-    # makes (metrics go in batches every few seconds). A temporary server in between cost
-    # 6 s of start-up, as much as a short job. Other local stores (file:) still get one.
-    direct = not track or uri.startswith(("sqlite:", "http://", "https://", "postgresql"))
-    if track and uri.startswith("sqlite:"):
-        # Created and migrated here, once: workers that open a new SQLite store together both
-        # try to migrate its schema, and one of them fails.
-        tracking.client()
-    store = contextlib.nullcontext(uri) if direct else server.local_server_if_needed(uri)
-    with store as worker_uri:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": worker_uri,
-               "KERASTUNER_ORACLE_IP": "127.0.0.1",
-               "KERASTUNER_ORACLE_PORT": str(server.free_port()),
-               PARENT_ENVIRONMENT: str(os.getpid()),
-               # Links to a temporary server on every run's end are no use to anyone.
-               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": os.environ.get(
-                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")}
-        command = [sys.executable, "-m", "zoo.cli", *role]
+    _create_sqlite_store_first(track)
+    with _worker_store(track) as worker_uri:
+        env = _worker_environment(worker_uri, server.free_port())
         processes: dict[str, subprocess.Popen] = {}
         try:
             # Workers need not wait for the chief: their gRPC calls wait until it listens.
-            for tuner_id in ["chief", *(f"tuner{i}" for i in range(workers))]:
-                # A session of their own: a terminal's Ctrl-C reaches the parent only, which
-                # then stops each process with exactly one SIGTERM (a second signal would
-                # abort a worker at once, maybe before it marks its run KILLED).
-                processes[tuner_id] = subprocess.Popen(
-                    command, env={**env, "KERASTUNER_TUNER_ID": tuner_id},
-                    start_new_session=True)
+            _spawn(["zoo.cli", *role], ["chief", *(f"tuner{i}" for i in range(workers))], env,
+                   processes)
             _wait(processes, name, poll)
         finally:
             _stop(processes)
+
+
+def _create_sqlite_store_first(track: bool) -> None:
+    """Create and migrate a SQLite store here, once: workers that open a new SQLite store
+    together both try to migrate its schema, and one of them fails."""
+    from zoo import tracking
+
+    if track and tracking.tracking_uri().startswith("sqlite:"):
+        tracking.client()
+
+
+@contextlib.contextmanager
+def _worker_store(track: bool, workers: int = 1) -> Iterator[str]:
+    """The tracking URI the workers log to. They write to the store directly, SQLite included:
+    SQLite serializes the few small writes a run makes (metrics go in batches every few
+    seconds), and the parent creates a new store first (`_create_sqlite_store_first`). A
+    temporary server in between cost 6 s of start-up, as much as a short job. Other local
+    stores (file:) still get one, for as long as the block runs."""
+    from zoo import server, tracking
+
+    uri = tracking.tracking_uri()
+    if not track or workers == 0 or uri.startswith(
+            ("sqlite:", "http://", "https://", "postgresql")):
+        yield uri
+    else:
+        with server.local_server_if_needed(uri) as server_uri:
+            yield server_uri
+
+
+def _worker_environment(uri: str, port: int) -> dict[str, str]:
+    """The environment of the processes `_spawn` starts: the store, the chief's address."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+            PARENT_ENVIRONMENT: str(os.getpid()),
+            # Links to a temporary server on every run's end are no use to anyone.
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": os.environ.get(
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")}
+
+
+def _spawn(module_and_args: Sequence[str], tuner_ids: Sequence[str], env: dict[str, str],
+           processes: dict[str, subprocess.Popen]) -> None:
+    """Start `python -m <module_and_args>` once per tuner id, into `processes`."""
+    for tuner_id in tuner_ids:
+        # A session of their own: a terminal's Ctrl-C reaches the parent only, which then
+        # stops each process with exactly one SIGTERM (a second signal would abort a worker
+        # at once, maybe before it marks its run KILLED).
+        processes[tuner_id] = subprocess.Popen(
+            [sys.executable, "-m", *module_and_args],
+            env={**env, "KERASTUNER_TUNER_ID": tuner_id}, start_new_session=True)
 
 
 def _wait(processes: dict[str, subprocess.Popen], name: str,
@@ -400,32 +427,17 @@ class WorkerPool:
         Args:
             track: the jobs log to MLflow.
         """
-        from zoo import server, tracking
+        from zoo import server
 
         folder = Path(tempfile.mkdtemp(prefix="zoo-jobs-"))
         (folder / "results").mkdir()
-        uri = tracking.tracking_uri()
-        # Workers write to the store directly, SQLite included: SQLite serializes the few
-        # small writes a run makes (metrics go in batches every few seconds), and the parent
-        # creates and migrates a new store before any job starts (`_Shared.run`). A temporary
-        # server in between cost 6 s of start-up, as much as a short job. Other local stores
-        # (file:) still get one.
-        direct = not track or count == 0 or uri.startswith(
-            ("sqlite:", "http://", "https://", "postgresql"))
         try:
-            with (contextlib.nullcontext(uri) if direct
-                  else server.local_server_if_needed(uri)) as worker_uri:
+            with _worker_store(track, count) as worker_uri:
                 pool = cls(folder, server.free_port(), {})
                 try:
-                    env = _worker_environment(worker_uri, pool.port)
-                    command = [sys.executable, "-m", "zoo.cli", "jobs-role", str(pool.spec)]
-                    for i in range(1, count + 1):
-                        # A session of their own: a terminal's Ctrl-C reaches the parent only,
-                        # which then stops each worker with exactly one SIGTERM (a second
-                        # signal would abort it at once, maybe before it marks its run KILLED).
-                        pool.processes[f"tuner{i}"] = subprocess.Popen(
-                            command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{i}"},
-                            start_new_session=True)
+                    _spawn(["zoo.cli", "jobs-role", str(pool.spec)],
+                           [f"tuner{i}" for i in range(1, count + 1)],
+                           _worker_environment(worker_uri, pool.port), pool.processes)
                     yield pool
                 finally:
                     # Before a temporary MLflow server goes. Workers still waiting for a job
@@ -438,15 +450,6 @@ class WorkerPool:
                         pool.server.stop(grace=None)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _worker_environment(uri: str, port: int) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri,
-            "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
-            PARENT_ENVIRONMENT: str(os.getpid()),
-            # Links to a temporary server on every run's end are no use to anyone.
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": os.environ.get(
-                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")}
 
 
 class _Shared:
@@ -465,12 +468,9 @@ class _Shared:
         self.finished = threading.Event()
 
     def run(self) -> list[JobResult]:
-        from zoo import interrupt, tracking
+        from zoo import interrupt
 
-        if any(job.track for job in self.jobs) and tracking.tracking_uri().startswith("sqlite:"):
-            # Created and migrated here, once: workers that open a new SQLite store together
-            # both try to migrate its schema, and one of them fails.
-            tracking.client()
+        _create_sqlite_store_first(any(job.track for job in self.jobs))
         write_text_atomically(self.pool.spec, json.dumps(
             {"jobs": [job.to_json() for job in self.jobs]}))
         from zoo.job_tuner import Failed, job_tuner
