@@ -83,7 +83,28 @@ class ZooTuner(kt.Tuner):
         self.parent_run_id = parent_run_id
         self.started = time.monotonic()
         self.trial_log: list[dict[str, Any]] = []
+        self._finished: dict[tuple[str, str], str] | None = None  # see _finished_run
         super().__init__(hypermodel=RecipeHyperModel(recipe), **kwargs)
+
+    def _finished_run(self, trial_id: str, execution: int) -> str | None:
+        """The FINISHED child run of this trial and execution, if a stopped search trained it.
+
+        A stop that lands after a trial's run has finished but before Keras Tuner recorded the
+        trial makes the resumed search give the trial out again; its run is then reused rather
+        than trained a second time. The parent's finished children are read once per process.
+        """
+        if self.parent_run_id is None:
+            return None
+        if self._finished is None:
+            self._finished = {
+                (run.data.tags.get("zoo.trial_id"), run.data.tags.get("zoo.execution")):
+                    run.info.run_id
+                for run in tracking.child_runs(tracking.client(), self.parent_run_id)
+                if run.info.status == "FINISHED"}
+        return self._finished.get((trial_id, str(execution)))
+
+    def _score(self, history: list[float]) -> float:
+        return max(history) if self.recipe.tune.objective.direction == "max" else min(history)
 
     def run_trial(self, trial, *args, **kwargs):
         objective = self.recipe.tune.objective
@@ -93,6 +114,12 @@ class ZooTuner(kt.Tuner):
         scores, fit_seconds, trial_started = [], 0.0, time.perf_counter()
         for execution in range(self.recipe.tune.executions_per_trial):
             run_recipe = recipe.with_overrides({"seed": recipe.seed + execution})
+            earlier = self._finished_run(trial.trial_id, execution)
+            if earlier is not None:
+                history = tracking.client().get_metric_history(earlier, objective.name)
+                scores.append(self._score([m.value for m in sorted(history,
+                                                                   key=lambda m: m.step)]))
+                continue
             result = train(
                 run_recipe, verbose=0, parent_run_id=self.parent_run_id,
                 run_name=f"trial {trial.trial_id} " + describe_cell(shown),
@@ -100,8 +127,7 @@ class ZooTuner(kt.Tuner):
                       **{f"zoo.trial.{k}": v for k, v in shown.items()}},
                 plots=False,
             )
-            history = result.history[objective.name]
-            scores.append(max(history) if objective.direction == "max" else min(history))
+            scores.append(self._score(result.history[objective.name]))
             fit_seconds += result.fit_seconds
         score = statistics.fmean(scores)
         self.trial_log.append({"trial_id": trial.trial_id, "values": shown, "score": score,
