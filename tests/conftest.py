@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -41,3 +44,32 @@ def run_count(mlflow_client) -> int:
     if not experiments:
         return 0
     return len(mlflow_client.search_runs(experiments, max_results=10_000))
+
+
+def start_zoo(argv: list[str], home) -> subprocess.Popen:
+    """`python -m zoo.cli <argv>` as a real process with its own project folder, silent."""
+    return subprocess.Popen([sys.executable, "-m", "zoo.cli", *argv],
+                            env={**os.environ, "ZOO_HOME": str(home)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_child_runs(mlflow_client, parent_name: str, status: str, count: int,
+                        seconds: float, experiment: str = "digits"):
+    """Poll the store until the run named `parent_name` has `count` child runs of `status`.
+
+    Returns:
+        (the parent's run id or None, its child runs of that status), as last seen.
+    """
+    from zoo.tracking import child_runs
+
+    deadline, parent_id, found = time.monotonic() + seconds, None, []
+    while time.monotonic() < deadline and len(found) < count:
+        time.sleep(0.5)
+        known = mlflow_client.get_experiment_by_name(experiment)
+        parents = mlflow_client.search_runs(
+            [known.experiment_id], filter_string=f"attributes.run_name = '{parent_name}'"
+        ) if known else []
+        if parents:
+            parent_id = parents[0].info.run_id
+            found = [r for r in child_runs(mlflow_client, parent_id) if r.info.status == status]
+    return parent_id, found

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_zoo, wait_for_child_runs
 from zoo.errors import RecipeError
 from zoo.recipe import load_recipe
 from zoo.train import train
@@ -127,30 +127,21 @@ def test_edge_warning_and_refined_space():
 @pytest.mark.slow
 def test_killed_tune_resumes_to_exactly_max_trials(tmp_path, mlflow_client):
     path = recipe_file(tmp_path)
-    overrides = [*SMALL, "tune.max_trials=4", "training.epochs=3"]
-    command = [sys.executable, "-m", "zoo.cli", "tune", str(path), *overrides]
-    env = {**os.environ, "ZOO_HOME": str(tmp_path)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    argv = ["tune", str(path), *SMALL, "tune.max_trials=4", "training.epochs=3"]
+    process = start_zoo(argv, tmp_path)
     try:
-        deadline, finished = time.monotonic() + 240, []
-        while time.monotonic() < deadline and len(finished) < 2:
-            time.sleep(0.5)
-            experiment = mlflow_client.get_experiment_by_name("digits")
-            runs = mlflow_client.search_runs([experiment.experiment_id]) if experiment else []
-            parents = [r for r in runs if r.info.run_name == "tune small"]
-            finished = [r for r in runs if parents and r.info.status == "FINISHED"
-                        and r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        parent_id, finished = wait_for_child_runs(mlflow_client, "tune small", "FINISHED", 2,
+                                                  seconds=240)
         assert len(finished) >= 2
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130
-    parent_id = parents[0].info.run_id
     assert mlflow_client.get_run(parent_id).info.status == "KILLED"
 
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "zoo.cli", *argv], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "ZOO_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     runs = children(mlflow_client, parent_id)
     finished = [r for r in runs if r.info.status == "FINISHED"]
@@ -168,3 +159,31 @@ def test_distributed_tune_records_every_trial_once(tmp_path, mlflow_client):
     trial_ids = [r.data.tags["zoo.trial_id"] for r in runs]
     assert sorted(trial_ids) == ["0", "1", "2", "3"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_stop_between_a_trials_run_and_its_record_does_not_train_it_twice(
+        tmp_path, mlflow_client, monkeypatch):
+    # The stop lands after trial 1's run has FINISHED but before Keras Tuner records the trial:
+    # the resumed search is given trial 1 again and must reuse its run, not train another.
+    from zoo import tune as tune_module
+
+    recipe = load_recipe(recipe_file(tmp_path), [*SMALL, "tune.max_trials=2"])
+    progress = tune_module.ZooTuner._progress
+
+    def stop_after_trial_1(self, trial_id, values, score):
+        if trial_id == "1":
+            raise KeyboardInterrupt("SIGTERM")
+        return progress(self, trial_id, values, score)
+
+    monkeypatch.setattr(tune_module.ZooTuner, "_progress", stop_after_trial_1)
+    with pytest.raises(KeyboardInterrupt):
+        tune(recipe, directory=tmp_path / "tuning")
+    monkeypatch.setattr(tune_module.ZooTuner, "_progress", progress)
+    trained = []
+    monkeypatch.setattr(tune_module, "train", lambda *a, **k: trained.append(a) or train(*a, **k))
+    result = tune(recipe, directory=tmp_path / "tuning")
+    runs = children(mlflow_client, result.parent_run_id)
+    assert sorted(r.data.tags["zoo.trial_id"] for r in runs) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert trained == []  # trial 0 was recorded, trial 1's run was reused
+    assert len(result.trials) == 1 and result.trials[0]["trial_id"] == "1"

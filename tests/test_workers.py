@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_zoo, wait_for_child_runs
 from zoo.errors import ArgumentError
 from zoo.recipe import load_recipe
 from zoo.workers import Job, WorkerPool, pick_workers, run_jobs
@@ -197,23 +198,12 @@ def _processes_started_by(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_sigterm_stops_the_workers_and_every_run_ends_killed(mlflow_client, tmp_path):
-    command = [sys.executable, "-m", "zoo.cli", "ablate", str(MLP), *TINY,
-               "name=workers-sigterm", "training.epochs=100000", "--axis",
-               "model.dropout=0,0.3", "--seeds", "1", "--workers", "2"]
-    env = {**os.environ, "ZOO_HOME": str(tmp_path)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = start_zoo(["ablate", str(MLP), *TINY, "name=workers-sigterm",
+                         "training.epochs=100000", "--axis", "model.dropout=0,0.3", "--seeds",
+                         "1", "--workers", "2"], tmp_path)
     try:
-        deadline, running = time.monotonic() + 300, []
-        while time.monotonic() < deadline and len(running) < 2:
-            time.sleep(1)
-            experiment = mlflow_client.get_experiment_by_name("digits")
-            parents = mlflow_client.search_runs(
-                [experiment.experiment_id],
-                filter_string="attributes.run_name = 'ablate workers-sigterm'") \
-                if experiment else []
-            running = [r for r in children(mlflow_client, parents[0].info.run_id)
-                       if r.info.status == "RUNNING"] if parents else []
+        parent, running = wait_for_child_runs(mlflow_client, "ablate workers-sigterm",
+                                              "RUNNING", 2, seconds=300)
         assert len(running) == 2
         assert len(_processes_started_by(process.pid)) >= 1  # the other worker
         process.send_signal(signal.SIGTERM)
@@ -221,7 +211,6 @@ def test_sigterm_stops_the_workers_and_every_run_ends_killed(mlflow_client, tmp_
     finally:
         process.kill()
     assert process.returncode == 130
-    parent = parents[0].info.run_id
     assert mlflow_client.get_run(parent).info.status == "KILLED"
     assert {r.info.status for r in children(mlflow_client, parent)} == {"KILLED"}
     assert _processes_started_by(process.pid) == []
