@@ -254,7 +254,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     # The test split is evaluated once, after training, and never used to choose anything.
     splits = prepared.splits
     test_loss, test_accuracy, predicted = compiled_evaluation(
-        model, splits.x_test, np.eye(splits.num_classes, dtype=np.float32)[splits.y_test])()
+        model, splits.x_test, splits.y_test, splits.num_classes)()
     predicted = keras.ops.convert_to_numpy(predicted)
     save_model_atomically(model, model_path)
     result = Result(
@@ -340,8 +340,8 @@ def _accuracy():
     return keras.metrics.CategoricalAccuracy(name="accuracy")
 
 
-def compiled_evaluation(model, x: np.ndarray, y: np.ndarray, jit_compile: bool = False):
-    """A compiled pass over (x, one-hot y) held as tensors, in inference mode.
+def compiled_evaluation(model, x: np.ndarray, labels: np.ndarray, num_classes: int):
+    """A compiled pass over (x, integer labels) held as tensors, in inference mode.
 
     Returns:
         A function of no arguments returning (loss, accuracy, predicted classes): the loss as
@@ -350,8 +350,9 @@ def compiled_evaluation(model, x: np.ndarray, y: np.ndarray, jit_compile: bool =
     """
     import tensorflow as tf
 
-    n = len(y)
-    inputs, targets = tf.constant(x), tf.constant(y)
+    n = len(labels)
+    inputs = tf.constant(x)
+    targets = tf.one_hot(tf.constant(labels), num_classes)  # every loss takes one-hot targets
     chunk = 1024  # examples per forward pass, so a large split fits in memory
 
     def evaluate():
@@ -366,7 +367,7 @@ def compiled_evaluation(model, x: np.ndarray, y: np.ndarray, jit_compile: bool =
         penalty = tf.add_n(model.losses) if model.losses else 0.0
         return loss_sum / n + penalty, accuracy, classes
 
-    return tf.function(evaluate, jit_compile=jit_compile, autograph=False)
+    return tf.function(evaluate, autograph=False)
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -380,15 +381,14 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def __init__(self, prepared: Prepared):
         super().__init__()
-        splits = prepared.splits
-        self.x = splits.x_val
-        self.y = np.eye(splits.num_classes, dtype=np.float32)[splits.y_val]
+        self.splits = prepared.splits
         self._evaluate = None
 
     def on_train_begin(self, logs=None):
         # Without XLA even when training uses it: compiling the pass costs more (0.3 s for
         # mnist1d/cnn_paper) than it saves over a run's few hundred small validation passes.
-        self._evaluate = compiled_evaluation(self.model, self.x, self.y)
+        self._evaluate = compiled_evaluation(self.model, self.splits.x_val, self.splits.y_val,
+                                             self.splits.num_classes)
 
     def on_epoch_end(self, epoch, logs=None):
         loss, accuracy, _ = self._evaluate()
