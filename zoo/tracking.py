@@ -89,8 +89,8 @@ class TrackedRun:
 
     Per-epoch metrics are buffered and sent in one batch every few seconds, by a thread of the
     run's own: a batch costs MLflow's SQL store about 0.2 ms a value (a monitored run logs
-    thousands), and sent from the training thread it would stall training for that long, while
-    beside it it runs while TensorFlow trains the next epochs (without holding Python's lock).
+    thousands). Sent from the training thread it would stall training that long; from its own
+    thread it runs while TensorFlow trains the next epochs, which do not hold Python's lock.
     The UI still updates while a run trains. Everything else is logged at once; `close` waits
     for the batches and re-raises a failed one. MLflow's own asynchronous queue was not used:
     it adds about a second of latency when the run closes.
