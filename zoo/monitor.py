@@ -15,11 +15,12 @@ monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
 
 The probe batch is a fixed set of training examples, evenly spaced through the split. As an
 epoch ends the monitor copies the model's variables (under a millisecond); the probe's passes
-then run on the copies in a thread of their own while the next epoch trains, and what they
-measured is logged and checked as that epoch ends. The passes run in inference mode (batch norm
-on its moving statistics, no dropout): a training-mode call would advance the dropout layers'
-seed generators and update batch norm's statistics, and the monitored run would then no longer
-train the same weights as an unmonitored one. Nothing here draws random numbers.
+then run on the copies in a thread of their own while the next epoch trains, and that thread
+also checks what they measured; the metrics are logged, and the warnings printed, as the next
+epoch ends. The passes run in inference mode (batch norm on its moving statistics, no
+dropout): a training-mode call would advance the dropout layers' seed generators and update
+batch norm's statistics, and the monitored run would then no longer train the same weights as
+an unmonitored one. Nothing here draws random numbers.
 
 At the end of the run it logs PNGs under `monitor/`: activation and gradient histograms per
 layer (before training and after), the per-layer curves over epochs, and for 2D image CNNs the
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,7 +189,9 @@ class TrainingMonitor(keras.callbacks.Callback):
                 copy.assign(tf.convert_to_tensor(variable))
             return tf.stack([tf.cast(n, tf.float32) for n in norms]) if norms else tf.zeros([0])
 
-        def probe_pass(with_values: bool):
+        def probe_pass():
+            """(scalars, activation samples, gradient samples) of the copies on the probe
+            batch; the samples are for the histograms (before training, and after)."""
             values = [tf.convert_to_tensor(c) for c in copies]
             kernels = [values[i] for i in kernel_at]
             with tf.GradientTape() as tape:
@@ -218,14 +223,14 @@ class TrainingMonitor(keras.callbacks.Callback):
                 elif kind == "tanh":
                     stats.append(tf.reduce_mean(tf.cast(tf.abs(a) > 0.99, tf.float32)))
             scalars = tf.stack([tf.cast(s, tf.float32) for s in stats])
-            if not with_values:
-                return scalars
             return scalars, [_subsample(a) for a in outputs[1:]], [_subsample(g) for g in grads]
 
         # No tensor-dependent control flow: without autograph the traces take half as long.
-        self._copy = tf.function(copy_weights, autograph=False)
-        self._probe = tf.function(lambda: probe_pass(False), autograph=False)
-        self._probe_values = lambda: probe_pass(True)  # twice per run: eager is fine
+        # Called as concrete functions: the polymorphic call's dispatch would add a third to
+        # the copy's fraction of a millisecond, each epoch.
+        self._copy = tf.function(copy_weights, autograph=False).get_concrete_function()
+        self._probe_function = tf.function(probe_pass, autograph=False)
+        self._probe_traced = None  # traced by the first probe, on the probe thread
         self._sizes = [int(np.prod(layer.kernel.shape)) for layer in self.weighted]
         self._pending = None  # the probe of the last monitored epoch, still to be read
         self._last_epoch = 0
@@ -235,17 +240,47 @@ class TrainingMonitor(keras.callbacks.Callback):
                                 else None)
         self._copy()
         self._copied = True  # whether the copies hold the weights as they are now
+        kernels = [_numpy(layer.kernel) for layer in self.weighted]
+        for layer, kind, message in self._symmetric(_kernel_stats_of(kernels)):
+            self.warnings.add(layer, kind, message, epoch=None)
         from concurrent.futures import ThreadPoolExecutor
 
-        # One thread, so probes run in the order given. The first job (the values before
-        # training, and the per-epoch probe's trace) runs while the first epoch compiles.
+        # One thread, so probes run in the order given. The first traces the probe and keeps
+        # the samples before training.
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="zoo-monitor-probe")
-        self._before = self._prober.submit(self._probe_before_training)
+        self._epoch_ended = threading.Event()
+        self._before_job = self._prober.submit(self._samples_before_training,
+                                               threading.get_ident())
+        self._samples_before = None
 
-    def _probe_before_training(self):
-        scalars, activations, gradients = self._probe_values()
-        self._probe()  # traced now rather than at the end of the first epoch
-        return scalars.numpy(), activations, gradients
+    def _samples_before_training(self, training_thread: int):
+        """The samples before training, taken once the first epoch runs compiled code.
+
+        The probe's trace (a tenth of a second of Python) then overlaps the compilation of the
+        training step, which holds no Python lock. Started at once, it would slow the tracing
+        of the training step by as much; left for after the first epoch, the end of the next
+        one would wait for it. The training thread is in compiled code when two looks 20 ms
+        apart find it in the same call of TensorFlow's `quick_execute`; the first epoch's end
+        ends the wait in any case.
+        """
+        last = None
+        while not self._epoch_ended.wait(0.02):
+            frame = sys._current_frames().get(training_thread)
+            if frame is None or (frame is last and frame.f_code.co_name == "quick_execute"):
+                break
+            last = frame
+        return self._samples()
+
+    def _probe(self):
+        """The probe's pass (on the probe thread only)."""
+        if self._probe_traced is None:
+            self._probe_traced = self._probe_function.get_concrete_function()
+        return self._probe_traced()
+
+    def _samples(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The probe's activation and gradient samples of the copies, for the histograms."""
+        _, activations, gradients = self._probe()
+        return [a.numpy() for a in activations], [g.numpy() for g in gradients]
 
     # ---------------------------------------------------------------------------- hooks
     def _monitored(self, epoch: int) -> bool:
@@ -265,6 +300,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     @_timed
     def on_epoch_end(self, epoch, logs=None):
+        self._epoch_ended.set()
         self._last_epoch = epoch
         if not self._monitored(epoch):
             return
@@ -272,8 +308,9 @@ class TrainingMonitor(keras.callbacks.Callback):
         norms = self._copy()
         self._copied = True
         step = epoch + 1
-        self._pending = (step, self._prober.submit(lambda: self._probe().numpy()), norms,
-                         self._low_updates_matter(step))
+        low_updates_matter = self._low_updates_matter(step)
+        self._pending = (step, self._prober.submit(self._measure, step, norms,
+                                                   low_updates_matter))
 
     def _low_updates_matter(self, step: int) -> bool:
         """Whether a low update ratio in epoch `step` is worth a warning: only early in
@@ -287,16 +324,25 @@ class TrainingMonitor(keras.callbacks.Callback):
                 or rate >= self.base_learning_rate * (1 - 1e-6))
 
     def _read_probe(self) -> None:
-        """Wait for the pending probes, if any, and log and check what they measured."""
-        if self._before is not None:
-            scalars, self._values_before_act, self._values_before_grad = self._before.result()
-            self._before = None
-            self._check_symmetry(self._kernel_stats(scalars), epoch=None)
+        """Wait for the pending probe, if any; record and log what it measured and found."""
+        if self._before_job is not None:  # it reads the copies, which are about to change
+            self._samples_before, self._before_job = self._before_job.result(), None
         if self._pending is None:
             return
-        step, future, norms, low_updates_matter = self._pending
+        step, future = self._pending
         self._pending = None
-        scalars, norms = future.result(), norms.numpy()
+        metrics, found = future.result()
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append((step, value))
+        for layer, kind, message in found:
+            self.warnings.add(layer, kind, message, step)
+        if self.run is not None:
+            self.run.log_epoch({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
+
+    def _measure(self, step: int, norms, low_updates_matter: bool):
+        """The probe's pass over the copies and the checks of what it measured, on the probe
+        thread while the next epoch trains: (metrics, [(layer, kind, message), ...])."""
+        scalars, norms = self._probe()[0].numpy(), norms.numpy()
         kernel_stats = self._kernel_stats(scalars)
         metrics: dict[str, float] = {}
         steps = max(1, self.steps_per_epoch)
@@ -319,15 +365,13 @@ class TrainingMonitor(keras.callbacks.Callback):
             elif kind in _SATURATING:
                 metrics[f"monitor/{layer.name}/saturated_fraction"] = float(scalars[at])
                 at += 1
-        for key, value in metrics.items():
-            self.history.setdefault(key, []).append((step, value))
-        self._check(metrics, step, low_updates_matter)
-        self._check_symmetry(kernel_stats, step)
-        if self.run is not None:
-            self.run.log_epoch({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
+        found = self._check(metrics, low_updates_matter)
+        found += self._symmetric(kernel_stats)
+        return metrics, found
 
     def on_train_end(self, logs=None):
         started = time.perf_counter()
+        self._epoch_ended.set()  # a run stopped before its first epoch ended
         try:
             self._read_probe()
         finally:
@@ -347,8 +391,9 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._last_epoch + 1)
 
     def _log_figures(self, summary: str) -> None:
+        act_before, grad_before = self._samples_before
         self._copy()  # the weights as training left them (early stopping may have restored some)
-        _, act_after, grad_after = self._probe_values()
+        act_after, grad_after = self._samples()
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             files = [folder / "warnings.txt"]
@@ -356,12 +401,12 @@ class TrainingMonitor(keras.callbacks.Callback):
             names = [layer.name for layer, _ in self.activations]
             if names:
                 files.append(_histograms(
-                    names, self._values_before_act, act_after, folder / "activations.png",
+                    names, act_before, act_after, folder / "activations.png",
                     f"{self.title}: activations on the probe batch", log_magnitude=False))
             names = [layer.name for layer in self.weighted]
             if names:
                 files.append(_histograms(
-                    names, self._values_before_grad, grad_after, folder / "gradients.png",
+                    names, grad_before, grad_after, folder / "gradients.png",
                     f"{self.title}: kernel gradients on the probe batch", log_magnitude=True))
             if self.history:
                 files.append(_curves(self.history, folder / "curves.png", self.title))
@@ -373,9 +418,14 @@ class TrainingMonitor(keras.callbacks.Callback):
                 self.run.log_artifact(path, "monitor")
 
     # ---------------------------------------------------------------------------- checks
-    def _check(self, metrics: dict[str, float], step: int, low_updates_matter: bool) -> None:
-        """Warn about what the metrics of epoch `step` show."""
-        warn = self.warnings.add
+    def _check(self, metrics: dict[str, float],
+               low_updates_matter: bool) -> list[tuple[str, str, str]]:
+        """What an epoch's metrics show that is worth a warning: [(layer, kind, message)]."""
+        found: list[tuple[str, str, str]] = []
+
+        def warn(layer: str, kind: str, message: str) -> None:
+            found.append((layer, kind, message))
+
         rms = {layer.name: metrics[f"monitor/{layer.name}/grad_norm"] / math.sqrt(size)
                for layer, size in zip(self.weighted, self._sizes, strict=True)}
         reference = rms[self.weighted[-1].name] if self.weighted else 0.0
@@ -383,46 +433,50 @@ class TrainingMonitor(keras.callbacks.Callback):
             name = layer.name
             norm = metrics[f"monitor/{name}/grad_norm"]
             if not math.isfinite(norm):
-                warn(name, "exploding", f"gradient norm {norm} — not finite", step)
+                warn(name, "exploding", f"gradient norm {norm} — not finite")
             elif norm < GRADIENT_ZERO:
                 warn(name, "zero_gradient", f"gradient norm {norm:.1e} — no gradient reaches "
-                     "this layer (dead units upstream or downstream, or zero weights)", step)
+                     "this layer (dead units upstream or downstream, or zero weights)")
             elif reference > 0 and rms[name] < reference / GRADIENT_SPREAD:
                 warn(name, "vanishing", f"gradient norm {norm:.1e}, {rms[name] / reference:.1e} "
                      "of the classifier's per weight — vanishing gradients (saturating "
-                     "activations? no normalization?)", step)
+                     "activations? no normalization?)")
             elif reference > 0 and rms[name] > reference * GRADIENT_SPREAD:
                 warn(name, "exploding", f"gradient norm {norm:.1e}, {rms[name] / reference:.1e} "
                      "times the classifier's per weight — exploding gradients (clip the norm, "
-                     "lower the learning rate, normalize)", step)
+                     "lower the learning rate, normalize)")
             ratio = metrics.get(f"monitor/{name}/update_ratio")
             if ratio is None:
                 continue
             if ratio > UPDATE_RATIO_HIGH:
                 warn(name, "update_high", f"update/weight ratio {ratio:.1e} per step, above "
-                     f"{UPDATE_RATIO_HIGH:g} — the learning rate may be too high", step)
+                     f"{UPDATE_RATIO_HIGH:g} — the learning rate may be too high")
             elif ratio < UPDATE_RATIO_LOW and low_updates_matter:
                 warn(name, "update_low", f"update/weight ratio {ratio:.1e} per step, below "
                      f"{UPDATE_RATIO_LOW:g} — this layer barely learns (learning rate too low, "
-                     "or vanishing gradients)", step)
+                     "or vanishing gradients)")
         for layer, kind in self.activations:
             dead = metrics.get(f"monitor/{layer.name}/dead_fraction")
             if dead is not None and dead > DEAD_FRACTION:
                 warn(layer.name, "dead", f"{dead:.0%} of ReLU units are dead (zero for all "
-                     f"{len(self.x_probe)} probe examples)", step)
+                     f"{len(self.x_probe)} probe examples)")
             saturated = metrics.get(f"monitor/{layer.name}/saturated_fraction")
             if saturated is not None and saturated > SATURATED_FRACTION:
                 warn(layer.name, "saturated", f"{saturated:.0%} of {kind} outputs are saturated "
-                     "(their gradient is nearly zero)", step)
+                     "(their gradient is nearly zero)")
+        return found
 
-    def _check_symmetry(self, kernel_stats: list[np.ndarray], epoch: int | None) -> None:
+    def _symmetric(self, kernel_stats: list[np.ndarray]) -> list[tuple[str, str, str]]:
+        """The layers whose units all have identical weights: [(layer, kind, message)]."""
+        found = []
         for layer, (*_, spread, largest) in zip(self.weighted, kernel_stats, strict=True):
             units = layer.kernel.shape[-1]
             if units >= 2 and spread <= SYMMETRY_TOLERANCE * largest:
-                self.warnings.add(
-                    layer.name, "symmetric", f"all {units} units have identical weights — they "
-                    "compute the same thing and get the same gradient, so training cannot tell "
-                    "them apart (zero or constant initializer?)", epoch)
+                found.append((layer.name, "symmetric", f"all {units} units have identical "
+                              "weights — they compute the same thing and get the same gradient, "
+                              "so training cannot tell them apart (zero or constant "
+                              "initializer?)"))
+        return found
 
 
 def monitor_for(prepared, run) -> TrainingMonitor:
@@ -443,12 +497,22 @@ def _numpy(variable) -> np.ndarray:
     return np.array(keras.ops.convert_to_numpy(variable), dtype=np.float32)
 
 
+def _kernel_stats_of(kernels: list[np.ndarray]) -> list[np.ndarray]:
+    """Per kernel, as the probe computes them: (0 for the gradient norm, the largest spread of
+    one input's weights across the units, the largest weight)."""
+    stats = []
+    for kernel in kernels:
+        units = kernel.reshape(-1, kernel.shape[-1])
+        stats.append(np.array([0.0, (units.max(1) - units.min(1)).max(), np.abs(units).max()]))
+    return stats
+
+
 def _subsample(tensor):
     import tensorflow as tf
 
     flat = tf.reshape(tf.cast(tensor, tf.float32), [-1])
     stride = max(1, int(flat.shape[0]) // HISTOGRAM_VALUES)
-    return flat[::stride].numpy()
+    return flat[::stride]
 
 
 def _current_rate(model) -> float | None:
