@@ -53,12 +53,13 @@ def client():
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return _client_for(uri)
+    return client_for(uri)
 
 
 @functools.lru_cache(maxsize=8)
-def _client_for(uri: str):
-    # One per store and process: opening a SQLite store checks its schema, 0.2 s a time.
+def client_for(uri: str):
+    """An MlflowClient on the store at `uri`, its schema created if new; one per store and
+    process: opening a SQLite store checks its schema, 0.2 s a time."""
     from mlflow import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
