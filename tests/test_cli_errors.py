@@ -67,3 +67,17 @@ def test_tune_whose_saved_parent_run_is_gone_says_how_to_go_on(tmp_path, mlflow_
 def test_compare_of_an_unknown_run_is_one_line(capsys, mlflow_client):
     refused(capsys, ["compare", "--parent", "deadbeef"], "deadbeef")
     refused(capsys, ["compare", "--runs", "deadbeef"], "deadbeef")
+
+
+def test_version_prints_the_package_version_which_matches_pyproject(capsys):
+    import re
+    from pathlib import Path
+
+    from zoo import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"zoo {__version__}"
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.+)"$', pyproject, re.MULTILINE)[1] == __version__

@@ -202,6 +202,7 @@ def test_build_writes_manifest_card_and_a_loadable_model(quick_zoo):
     assert entry["recipe"]["training"]["epochs"] == 2 and entry["recipe"]["seed"] == entry["seed"]
     card = (directory / "digits" / "mlp.md").read_text()
     assert entry["sha256"] in card and "make reproduce MODEL=digits/mlp" in card
+    assert "Apache-2.0" in card.split("## Terms")[1] and "CC BY 4.0" in card
     model = zoo.load("digits/mlp", directory=directory)
     # Evaluated in batches of another size than training's: one example of slack for a
     # near-tie that another kernel rounds the other way.
@@ -290,3 +291,12 @@ def test_build_zoo_starts_with_the_entries_that_took_longest_last_time():
     assert _last_seconds(manifest, "new") == float("inf")  # never built: first
     assert sorted(["a", "new", "b"], key=lambda n: -_last_seconds(manifest, n)) == [
         "new", "b", "a"]
+
+
+def test_every_shipped_card_states_the_terms_of_its_weights_and_data():
+    manifest = json.loads((REPO / "zoo/pretrained/manifest.json").read_text())
+    for name, entry in manifest["entries"].items():
+        terms = (REPO / "zoo/pretrained" / f"{name}.md").read_text().split("## Terms")
+        assert len(terms) == 2, f"{name}.md has no Terms section"
+        assert "LICENSE" in terms[1] and build.DATA_TERMS[entry["dataset"]] in terms[1]
+    assert "Apache License" in (REPO / "LICENSE").read_text()

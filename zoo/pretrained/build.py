@@ -221,6 +221,15 @@ def _minutes(seconds: float) -> str:
 # Model cards and the README table
 
 
+# Where each embedded data set comes from and under which terms (the cards repeat them).
+DATA_TERMS = {
+    "digits": "scikit-learn's copy (BSD-3-Clause) of the UCI Optical Recognition of Handwritten "
+              "Digits data set (Alpaydin and Kaynak, 1998; CC BY 4.0)",
+    "mnist1d": "MNIST-1D (Greydanus, 2020), built locally by the `mnist1d` package "
+               "(Apache-2.0)",
+}
+
+
 def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DIR) -> Path:
     """A Markdown model card beside the model file."""
     import yaml
@@ -247,6 +256,7 @@ def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DI
             f"{accuracy['per_seed'][s]:.4f} | {metrics['test_loss']['per_seed'][s]:.4f} | "
             f"{metrics['val_accuracy']['per_seed'][s]:.4f} |" for s in seeds]
     recipe_yaml = yaml.safe_dump(entry["recipe"], sort_keys=False).rstrip()
+    data_terms = DATA_TERMS.get(entry["dataset"], f"the data set `{entry['dataset']}`")
     newline = "\n"
     text = f"""# {name}
 
@@ -281,6 +291,11 @@ hash and metrics with the shipped ones.
 ```yaml
 {recipe_yaml}
 ```
+
+## Terms
+
+The weights are released under the repository's license (Apache-2.0, `LICENSE`). They were
+trained on {data_terms}; using them is also subject to that data set's terms.
 """
     path = directory / f"{name}.md"
     write_text_atomically(path, text)
