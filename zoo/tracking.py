@@ -98,7 +98,10 @@ class TrackedRun:
     """
 
     FLUSH_SECONDS = 5.0
-    _MAX_BUFFER = 900  # below MLflow's 1000 metrics per batch
+    # Below MLflow's 1000 metrics per batch. A SQLite store took 0.27 s for 4,000 metrics in
+    # batches of 300, 0.35 s in batches of 900 and 0.48 s in batches of 100, and the last batch,
+    # which the run waits for as it ends, is smaller.
+    _MAX_BUFFER = 300
 
     def __init__(self, mlflow_client, run):
         self.client = mlflow_client
