@@ -1,7 +1,9 @@
-"""PNG figures of one run: learning curves and the test confusion matrix."""
+"""PNG figures: a run's learning curves and test confusion matrix, augmentation previews, and
+the training monitor's histograms, curves and filters."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -129,5 +131,109 @@ def augmentation_grid(originals: np.ndarray, variants: Sequence[np.ndarray], kin
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def before_after_histograms(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
+                            path: Path, title: str, *, log_magnitude: bool) -> Path:
+    """One panel per layer (the keys of `after`): its values before training against after.
+
+    Args:
+        log_magnitude: histogram log10 |value| (gradients span orders of magnitude).
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
+    names = list(after)
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    height = 2.4 * rows + 0.9
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, height), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        first, last = before[name], after[name]
+        if log_magnitude:  # gradients span orders of magnitude: the exponent is what matters
+            first, last = (np.log10(np.abs(v) + 1e-30) for v in (first, last))
+        both = np.concatenate([first, last])
+        both = both[np.isfinite(both)]
+        bins = np.linspace(both.min(), both.max() + 1e-12, 41) if both.size else 10
+        # Precomputed counts drawn as one step outline each: much faster than ax.hist's bars.
+        for values, label in ((first, "before training"), (last, "after")):
+            counts, edges = np.histogram(values[np.isfinite(values)], bins=bins)
+            ax.stairs(np.maximum(counts, 0.5), edges, fill=True, alpha=0.5, label=label,
+                      baseline=0.5)
+        fixed_title(ax, name, fontsize=9)
+        log_scale(ax, subs=(1.0,))
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # each tick costs about a millisecond
+        ax.set_xlabel("log10 |gradient|" if log_magnitude else "activation", fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    # Fixed margins in inches: tight_layout would cost more than drawing the figure.
+    fig.subplots_adjust(left=0.55 / (3.6 * columns), right=0.98, bottom=0.5 / height,
+                        top=1 - 0.55 / height, hspace=0.55, wspace=0.25)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def monitor_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str,
+                   update_bounds: tuple[float, float]) -> Path:
+    """The training monitor's update ratio and gradient norm per layer over epochs.
+
+    Args:
+        history: `monitor/<layer>/<metric>` -> [(epoch, value), ...].
+        update_bounds: the update ratios below and above which the monitor warns, drawn dashed.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, label in ((axes[0], "update_ratio", "update / weight ratio per step"),
+                              (axes[1], "grad_norm", "kernel gradient norm (probe batch)")):
+        for key, points in history.items():
+            if not key.endswith(f"/{metric}"):
+                continue
+            steps, values = zip(*points, strict=True)
+            values = np.maximum(np.asarray(values), 1e-12)  # zeros on a log axis
+            ax.plot(steps, values, label=key.split("/")[1], linewidth=1.2)
+        if metric == "update_ratio":
+            for bound in update_bounds:
+                ax.axhline(bound, color="0.5", linestyle="--", linewidth=0.8)
+            ax.axhline(1e-3, color="0.7", linestyle=":", linewidth=0.8)
+        log_scale(ax, subs=(1.0,))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.3)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def filters_before_after(before: np.ndarray, after: np.ndarray, path: Path, title: str) -> Path:
+    """A 2D convolution's filters (up to 32), before training (left) and after (right), each
+    scaled to its own range."""
+    plt = pyplot()
+    count, per_row = min(after.shape[-1], 32), 8
+    rows, columns = math.ceil(count / per_row), min(count, per_row)
+    fig, axes = plt.subplots(rows, 2 * columns + 1, figsize=(0.55 * (2 * columns + 1) + 0.4,
+                                                              0.6 * rows + 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for side, kernel in enumerate((before, after)):
+        for i in range(count):
+            image = kernel[..., i]  # (height, width, input channels)
+            image = image if image.shape[-1] == 3 else image.mean(axis=-1)
+            low, high = image.min(), image.max()
+            image = (image - low) / max(high - low, 1e-12)
+            ax = axes[i // per_row][side * (columns + 1) + i % per_row]
+            ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
+        axes[0][side * (columns + 1)].set_title("before" if side == 0 else "after", fontsize=8,
+                                                 loc="left")
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

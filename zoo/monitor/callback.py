@@ -1,0 +1,258 @@
+"""The training monitor as a Keras callback: a probe each few epochs on a thread of its own, the
+health policy's warnings, MLflow metrics, and the figures at the end of the run."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from zoo.monitor import policy
+from zoo.monitor.probe import Probe
+
+PROBE_EXAMPLES = 128
+
+
+def _timed(hook):
+    """Adds the hook's run time to the monitor's `seconds`: what monitoring cost the run."""
+
+    @functools.wraps(hook)
+    def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    return timed
+
+
+@dataclass
+class _Warnings:
+    """One line per (layer, kind), printed once, with its MLflow tag."""
+
+    run: Any
+    print_fn: Callable[[str], None]
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, finding: policy.Finding, epoch: int | None) -> None:
+        if (finding.layer, finding.kind) in self.seen:
+            return
+        where = f"epoch {epoch}" if epoch else "before training"
+        line = f"monitor: {finding.layer} {finding.message} ({where})"
+        self.seen[(finding.layer, finding.kind)] = line
+        self.print_fn(line)
+        if self.run is not None:
+            self.run.set_tags({f"monitor.warning.{finding.layer}.{finding.kind}": line})
+
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """Per-layer training health, every `every` epochs, from epoch hooks only: a batch hook
+    would keep Keras from running an epoch per call.
+
+    As a monitored epoch ends, the probe snapshots the variables; its pass then runs on a
+    thread of its own while the next epoch trains, and that thread also applies the health
+    policy; the metrics are logged, and the warnings printed, as the next monitored epoch ends.
+
+    Args:
+        x_probe, y_probe: the probe batch (raw inputs, one-hot targets).
+        every: monitor every this many epochs.
+        steps_per_epoch: optimizer steps in an epoch (the update ratio is per step).
+        run: a `zoo.tracking.TrackedRun`, or None to print warnings only.
+        base_learning_rate: the recipe's learning rate (low update ratios are flagged only at it).
+        title: figure titles.
+        print_fn: where warning lines go.
+        health: the thresholds of the warnings.
+    """
+
+    def __init__(self, x_probe: np.ndarray, y_probe: np.ndarray, *, every: int = 1,
+                 steps_per_epoch: int = 1, run=None,
+                 base_learning_rate: float | None = None, title: str = "",
+                 print_fn: Callable[[str], None] = print,
+                 health: policy.HealthPolicy = policy.DEFAULT_POLICY):
+        super().__init__()
+        self.x_probe, self.y_probe = x_probe, y_probe
+        self.every = every
+        self.steps_per_epoch = steps_per_epoch
+        self.run = run
+        self.base_learning_rate = base_learning_rate
+        self.title = title
+        self.health = health
+        self.warnings = _Warnings(run, print_fn)
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.seconds = 0.0  # spent in the monitor's hooks
+
+    # ---------------------------------------------------------------------------- hooks
+    @_timed
+    def on_train_begin(self, logs=None):
+        self.probe = Probe(self.model, self.x_probe, self.y_probe)
+        self._pending = None  # the probe of the last monitored epoch, still to be read
+        self._last_epoch = 0
+        self._first_conv = next((layer for layer in self.probe.kernel_layers
+                                 if isinstance(layer, keras.layers.Conv2D)), None)
+        self._filters_before = _numpy(self._first_conv.kernel) if self._first_conv else None
+        self.probe.copy()
+        self._copied = True  # whether the snapshot holds the weights as they are now
+        for finding in policy.symmetric(self.probe.kernels_now(), self.health):
+            self.warnings.add(finding, epoch=None)
+        # One thread, so probes run in the order given. The first traces the probe's pass and
+        # keeps the samples before training.
+        self._prober = ThreadPoolExecutor(1, thread_name_prefix="zoo-monitor-probe")
+        self._epoch_ended = threading.Event()
+        self._before_job = self._prober.submit(self._samples_before_training,
+                                               threading.get_ident())
+        self._samples_before = None
+
+    def _monitored(self, epoch: int) -> bool:
+        return (epoch + 1) % self.every == 0
+
+    @_timed
+    def on_epoch_begin(self, epoch, logs=None):
+        # A monitored epoch's update is measured from the weights it begins with.
+        if self._monitored(epoch) and not self._copied:
+            self._read_probe()  # the snapshot is about to change under it
+            self.probe.copy()
+        self._copied = False
+
+    @_timed
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch_ended.set()
+        self._last_epoch = epoch
+        if not self._monitored(epoch):
+            return
+        self._read_probe()  # the last epoch's, long done: the snapshot may change now
+        norms = self.probe.copy()
+        self._copied = True
+        step = epoch + 1
+        low_updates_matter = policy.low_updates_matter(
+            step, every=self.every, epochs=(self.params or {}).get("epochs") or step,
+            current_rate=lambda: _current_rate(self.model), base_rate=self.base_learning_rate,
+            policy=self.health)
+        self._pending = (step, self._prober.submit(self._measure, norms, low_updates_matter))
+
+    def on_train_end(self, logs=None):
+        started = time.perf_counter()
+        self._epoch_ended.set()  # a run stopped before its first epoch ended
+        try:
+            self._read_probe()
+        finally:
+            if self._prober is not None:
+                self._prober.shutdown(wait=True)
+                self._prober = None
+        count = len(self.warnings.seen)
+        summary = (f"monitor: {count} warning(s): " + "; ".join(
+            f"{layer} {kind}" for layer, kind in self.warnings.seen) if count
+            else "monitor: no warnings")
+        if self.run is not None:
+            self._log_figures(summary)
+        self.seconds += time.perf_counter() - started
+        self.warnings.print_fn(f"{summary} (monitoring took {self.seconds:.1f} s)")
+        if self.run is not None:
+            self.run.set_tags({"monitor.warnings": count})
+            self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._last_epoch + 1)
+
+    # ---------------------------------------------------------------------------- the probe thread
+    def _samples_before_training(self, training_thread: int):
+        """The samples before training, taken once the first epoch runs compiled code.
+
+        The pass's trace (a tenth of a second of Python) then overlaps the compilation of the
+        training step, which holds no Python lock. Started at once, it would slow the tracing
+        of the training step by as much; left for after the first epoch, the end of the next
+        one would wait for it. The training thread is in compiled code when two looks 20 ms
+        apart find it in the same call of TensorFlow's `quick_execute`; the first epoch's end
+        ends the wait in any case.
+        """
+        last = None
+        while not self._epoch_ended.wait(0.02):
+            frame = sys._current_frames().get(training_thread)
+            if frame is None or (frame is last and frame.f_code.co_name == "quick_execute"):
+                break
+            last = frame
+        return self.probe.samples()
+
+    def _measure(self, norms, low_updates_matter: bool):
+        """The probe's statistics of the snapshot and what the policy finds in them."""
+        stats = self.probe.measure(norms, self.steps_per_epoch)
+        return stats.metrics(), policy.check(stats, low_updates_matter=low_updates_matter,
+                                             probe_examples=self.probe.examples,
+                                             policy=self.health)
+
+    def _read_probe(self) -> None:
+        """Wait for the pending probe, if any; record and log what it measured and found."""
+        if self._before_job is not None:  # it reads the snapshot, which is about to change
+            self._samples_before, self._before_job = self._before_job.result(), None
+        if self._pending is None:
+            return
+        step, future = self._pending
+        self._pending = None
+        metrics, found = future.result()
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append((step, value))
+        for finding in found:
+            self.warnings.add(finding, step)
+        if self.run is not None:
+            self.run.log_epoch({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
+
+    # ---------------------------------------------------------------------------- figures
+    def _log_figures(self, summary: str) -> None:
+        from zoo import plots
+
+        self.probe.copy()  # the weights as training left them (early stopping may restore some)
+        before, after = self._samples_before, self.probe.samples()
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            files = [folder / "warnings.txt"]
+            files[0].write_text("\n".join([*self.warnings.seen.values(), summary]) + "\n")
+            if after.activations:
+                files.append(plots.before_after_histograms(
+                    before.activations, after.activations, folder / "activations.png",
+                    f"{self.title}: activations on the probe batch", log_magnitude=False))
+            if after.gradients:
+                files.append(plots.before_after_histograms(
+                    before.gradients, after.gradients, folder / "gradients.png",
+                    f"{self.title}: kernel gradients on the probe batch", log_magnitude=True))
+            if self.history:
+                files.append(plots.monitor_curves(
+                    self.history, folder / "curves.png", self.title,
+                    update_bounds=(self.health.update_ratio_low, self.health.update_ratio_high)))
+            if self._first_conv is not None:
+                files.append(plots.filters_before_after(
+                    self._filters_before, _numpy(self._first_conv.kernel),
+                    folder / "filters.png", f"{self.title}: {self._first_conv.name} filters"))
+            for path in files:
+                self.run.log_artifact(path, "monitor")
+
+
+def monitor_for(prepared, run) -> TrainingMonitor:
+    """The monitor of a prepared training run (`zoo.train.Prepared`): its probe batch is
+    `PROBE_EXAMPLES` training examples evenly spaced through the split."""
+    splits, recipe = prepared.splits, prepared.recipe
+    n = len(splits.y_train)
+    index = np.unique(np.linspace(0, n - 1, min(PROBE_EXAMPLES, n)).round().astype(int))
+    targets = np.eye(splits.num_classes, dtype=np.float32)[splits.y_train[index]]
+    return TrainingMonitor(splits.x_train[index], targets, every=recipe.diagnostics.every,
+                           steps_per_epoch=prepared.steps_per_epoch, run=run,
+                           base_learning_rate=recipe.optimizer.learning_rate,
+                           title=recipe.name, print_fn=lambda line: print(line, flush=True))
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.array(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+
+
+def _current_rate(model) -> float | None:
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
