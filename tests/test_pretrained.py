@@ -52,7 +52,7 @@ def test_shipped_files_are_small():
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_model_matches_its_manifest(name):
-    entry = zoo.card(name)
+    entry = zoo.manifest_entry(name)
     path = loader.PRETRAINED_DIR / entry["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
     model = zoo.load(name)
@@ -300,3 +300,9 @@ def test_every_shipped_card_states_the_terms_of_its_weights_and_data():
         assert len(terms) == 2, f"{name}.md has no Terms section"
         assert "LICENSE" in terms[1] and build.DATA_TERMS[entry["dataset"]] in terms[1]
     assert "Apache License" in (REPO / "LICENSE").read_text()
+
+
+def test_the_old_name_card_still_answers_with_a_warning():
+    name = sorted(SHIPPED)[0]
+    with pytest.warns(FutureWarning, match="zoo.manifest_entry"):
+        assert zoo.card(name) == zoo.manifest_entry(name)

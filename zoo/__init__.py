@@ -2,7 +2,7 @@
 
     import zoo
     model = zoo.load("mnist1d/cnn")          # a pretrained model, checked against its sha256
-    zoo.card("mnist1d/cnn")                  # its recipe, metrics over seeds, versions, ...
+    zoo.manifest_entry("mnist1d/cnn")        # its recipe, metrics over seeds, versions, ...
 
     from zoo.recipe import load_recipe
     from zoo.train import train
@@ -20,7 +20,7 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", os.environ.get("ZOO_THREADS", "1
 
 __version__ = "0.1.0"
 
-_PRETRAINED_API = ("load", "card", "list_pretrained")
+_PRETRAINED_API = ("load", "manifest_entry", "list_pretrained", "card")  # card: deprecated
 
 
 def __getattr__(name):

@@ -45,12 +45,22 @@ def manifest(directory: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def card(name: str, directory: Path | None = None) -> dict[str, Any]:
-    """The manifest entry of one pretrained model: file, sha256, recipe, metrics, ..."""
+def manifest_entry(name: str, directory: Path | None = None) -> dict[str, Any]:
+    """The manifest entry of one pretrained model: file, sha256, recipe, metrics, ... (its
+    model card is the Markdown file beside the model, `zoo/pretrained/<name>.md`)."""
     entries = manifest(directory)["entries"]
     if name not in entries:
         raise UnknownNameError("pretrained model", name, list(entries))
     return entries[name]
+
+
+def card(name: str, directory: Path | None = None) -> dict[str, Any]:
+    """Deprecated name of `manifest_entry` (a card is the `.md` file); removed in zoo 0.3."""
+    import warnings
+
+    warnings.warn("zoo.card() is now zoo.manifest_entry() (a model card is the .md file beside "
+                  "the model); zoo.card will be removed in zoo 0.3", FutureWarning, stacklevel=2)
+    return manifest_entry(name, directory)
 
 
 def list_pretrained(directory: Path | None = None) -> list[dict[str, Any]]:
@@ -84,7 +94,7 @@ def load(name: str, directory: Path | None = None):
         ModelFileError: the file is missing, not a `.keras` file, fails its sha256, or names a
             class that is not a Keras built-in.
     """
-    entry = card(name, directory)
+    entry = manifest_entry(name, directory)
     path = (directory or PRETRAINED_DIR) / entry["file"]
     return load_verified(path, entry["sha256"])
 

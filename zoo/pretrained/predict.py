@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import DataError
-from zoo.pretrained.loader import card, load
+from zoo.pretrained.loader import load, manifest_entry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -74,7 +74,7 @@ def _image(path: Path, shape: tuple[int, ...], value_range: list[float]) -> np.n
 
 def predict(name: str, path: Path, top: int = 3) -> list[list[tuple[str, float]]]:
     """For each example in the file, the `top` classes with their probabilities."""
-    entry = card(name)
+    entry = manifest_entry(name)
     x = read_inputs(path, entry)
     model = load(name)
     probabilities = model.predict(x, verbose=0)

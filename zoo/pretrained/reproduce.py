@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.pretrained.loader import card
+from zoo.pretrained.loader import manifest_entry
 
 # A retrained model whose weights differ still reproduces the entry if its test accuracy is
 # within half a percentage point (another machine or TensorFlow build changes float round-off).
@@ -54,7 +54,7 @@ def reproduce(name: str, directory: Path | None = None, track: bool = True,
     from zoo.recipe import validate
     from zoo.train import train
 
-    entry = card(name, directory)
+    entry = manifest_entry(name, directory)
     recipe = validate(entry["recipe"])
     if recipe.fingerprint != entry["fingerprint"]:
         # The schema's defaults changed since the model was built: the same YAML now means
