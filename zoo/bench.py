@@ -225,15 +225,14 @@ def _bare_fit(recipe, splits, fastest: bool) -> None:
     import keras
     import numpy as np
 
-    from zoo.models import build_model
+    from zoo.models import model_for
     from zoo.optim import make_optimizer
     from zoo.train import training_length
 
     keras.utils.set_random_seed(recipe.seed)
     n, batch_size = splits.num_classes, recipe.data.batch_size
     epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
-    model = build_model(recipe.model.name, recipe.model.args, input_shape=splits.input_shape,
-                        num_classes=n, standardize=splits.standardization())
+    model = model_for(recipe, splits)
     options = {"jit_compile": True, "steps_per_execution": steps_per_epoch} if fastest else {}
     model.compile(optimizer=make_optimizer(recipe.optimizer), loss="categorical_crossentropy",
                   metrics=["accuracy"], **options)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from zoo.data import load_dataset
-from zoo.models import build_model
+from zoo.models import model_for
 from zoo.recipe import Recipe
 
 # Relative-error bands of the classic playbook.
@@ -76,10 +76,7 @@ def check_model(recipe: Recipe):
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
     args = {k: (0.0 if k in ("dropout", "spatial_dropout") else v)
             for k, v in recipe.model.args.items()}
-    standardize = splits.standardization() if recipe.data.standardize else None
-    return splits, lambda l1, l2: build_model(
-        recipe.model.name, args, input_shape=splits.input_shape,
-        num_classes=splits.num_classes, standardize=standardize, l1=l1, l2=l2)
+    return splits, lambda l1, l2: model_for(recipe, splits, args=args, l1=l1, l2=l2)
 
 
 def relative_error(a: float, n: float) -> float:

@@ -93,7 +93,7 @@ def training_length(recipe: Recipe, train_examples: int) -> tuple[int, int]:
 
 def prepare(recipe: Recipe) -> Prepared:
     """Seed, load the data and build and compile the model. Raises ZooError on bad input."""
-    from zoo.models import build_model
+    from zoo.models import model_for
     from zoo.optim import make_optimizer
 
     splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
@@ -102,16 +102,7 @@ def prepare(recipe: Recipe) -> Prepared:
     # seeding before would make the weights depend on what the process trained before.
     policy = seed_everything(recipe.seed)
     epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
-    model = build_model(
-        recipe.model.name,
-        recipe.model.args,
-        input_shape=splits.input_shape,
-        num_classes=splits.num_classes,
-        standardize=splits.standardization() if recipe.data.standardize else None,
-        l1=recipe.regularization.l1,
-        l2=recipe.regularization.l2,
-        model_name=recipe.name,
-    )
+    model = model_for(recipe, splits)
     schedule = make_schedule(recipe.optimizer, steps_per_epoch, epochs * steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(recipe.optimizer, schedule),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zoo.errors import RecipeError
@@ -15,8 +15,30 @@ from zoo.models.registry import (
     register_model,
 )
 
-__all__ = ["ArgumentError", "ModelSpec", "build_model", "get_model_spec", "model_names",
-           "register_model"]
+__all__ = ["ArgumentError", "ModelSpec", "build_model", "get_model_spec", "model_for",
+           "model_names", "register_model"]
+
+
+def model_for(recipe, splits, *, args: Mapping[str, Any] | None = None,
+              l1: float | None = None, l2: float | None = None):
+    """The model of a recipe (`zoo.recipe.Recipe`) for its data (`zoo.data.Splits`): the one
+    way every caller (training, the gradient check, the benchmark) builds it.
+
+    Standardization, when `data.standardize` is on, uses the training split's statistics.
+    `args`, `l1` and `l2` replace the recipe's builder arguments and penalties (the gradient
+    check turns dropout off and adds a penalty of its own).
+    """
+    regularization = recipe.regularization
+    return build_model(
+        recipe.model.name,
+        dict(recipe.model.args if args is None else args),
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        standardize=splits.standardization() if recipe.data.standardize else None,
+        l1=regularization.l1 if l1 is None else l1,
+        l2=regularization.l2 if l2 is None else l2,
+        model_name=recipe.name,
+    )
 
 
 def build_model(
