@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from zoo import mlflow_layout as layout
 from zoo import paths, tracking
 from zoo.compare import describe_cell
 from zoo.errors import ArgumentError, RecipeError
@@ -103,10 +104,10 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
     key = hashlib.sha256(json.dumps(
         [recipe.fingerprint, [[k, v] for k, v in axes], seed_list], sort_keys=True,
         default=str).encode()).hexdigest()[:16]
-    experiment = recipe.data.dataset
+    experiment = layout.experiment_for(recipe.data.dataset)
     existing = _find_parent(experiment, key)
-    tags = {"zoo.recipe": recipe.name, "zoo.ablation.key": key,
-            "zoo.ablation.axes": json.dumps([[k, v] for k, v in axes], default=str)}
+    tags = {layout.RECIPE: recipe.name, layout.ABLATION_KEY: key,
+            layout.ABLATION_AXES: json.dumps([[k, v] for k, v in axes], default=str)}
     with tracking.start_run(experiment, f"ablate {recipe.name}", tags,
                             resume_run_id=existing) as parent:
         done = _finished_cells(parent.run_id)
@@ -121,7 +122,7 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
                 print(f"[{counted}/{total}] {label}: finished before, skipped", flush=True)
                 continue
             pending.append(Job(cell_r, label, run_name=label, parent_run_id=parent.run_id,
-                               tags={"zoo.cell": json.dumps(cell, default=str)}))
+                               tags={layout.CELL: json.dumps(cell, default=str)}))
         skipped = counted
         count = pick_workers(workers, len(pending), "ablate")
 
@@ -146,11 +147,11 @@ def _find_parent(experiment: str, key: str) -> str | None:
     if found is None:
         return None
     runs = client.search_runs([found.experiment_id],
-                              filter_string=f"tags.`zoo.ablation.key` = '{key}'")
+                              filter_string=f"tags.`{layout.ABLATION_KEY}` = '{key}'")
     return runs[0].info.run_id if runs else None
 
 
 def _finished_cells(parent_run_id: str) -> set[tuple[str, str]]:
     runs = tracking.child_runs(tracking.client(), parent_run_id)
-    return {(r.data.tags.get("zoo.fingerprint"), r.data.tags.get("zoo.seed"))
+    return {(r.data.tags.get(layout.FINGERPRINT), r.data.tags.get(layout.SEED))
             for r in runs if r.info.status == "FINISHED"}

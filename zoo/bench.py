@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo import mlflow_layout as layout
+
 PLAIN = "mnist1d/cnn_paper_plain"
 AUGMENTED = "mnist1d/cnn_paper"
 
@@ -211,7 +213,8 @@ def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
         recipe = recipe.with_overrides({"diagnostics.monitor": True, "diagnostics.every": 1})
     track = kind != "zoo-untracked"
     if track:  # the store's schema exists before the clock starts, as in any real use
-        tracking.ensure_experiment(tracking.client(), recipe.data.dataset)
+        tracking.ensure_experiment(tracking.client(),
+                                  layout.experiment_for(recipe.data.dataset))
     started = time.perf_counter()
     train(recipe, track=track, verbose=0, model_dir=model_dir)
     return time.perf_counter() - started

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import mlflow_layout as layout
 from zoo.errors import ZooError
 
 METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss")
@@ -277,14 +278,14 @@ def load_runs(*, parent: str | None = None, experiment: str | None = None,
         raise ZooError("say which runs to compare: --parent RUN, --experiment NAME or --runs ID")
     records = []
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        if run.info.status != "FINISHED" or "zoo.fingerprint" not in run.data.tags:
+        if run.info.status != "FINISHED" or layout.FINGERPRINT not in run.data.tags:
             continue
         history = {}
         if with_history:
             for key in ("val_accuracy", "val_loss", "accuracy", "loss"):
                 points = client.get_metric_history(run.info.run_id, key)
                 history[key] = [p.value for p in sorted(points, key=lambda p: p.step)]
-        records.append(RunRecord(run.info.run_id, run.data.tags["zoo.fingerprint"],
+        records.append(RunRecord(run.info.run_id, run.data.tags[layout.FINGERPRINT],
                                  dict(run.data.params), dict(run.data.metrics), history))
     if not records:
         # Every FINISHED run here lacks the zoo's fingerprint tag: it was not logged by the zoo.
@@ -388,7 +389,7 @@ def compare(*, parent: str | None = None, experiment: str | None = None,
         client = tracking.client()
         for path in files.values():
             client.log_artifact(parent, str(path), "comparison")
-        client.set_tag(parent, "zoo.comparison_columns", json.dumps(keys))
+        client.set_tag(parent, layout.COMPARISON_COLUMNS, json.dumps(keys))
     return table, files
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import mlflow_layout as layout
 from zoo import paths
 from zoo.errors import ArgumentError
 from zoo.recipe import Recipe
@@ -89,7 +90,7 @@ def lr_find(recipe: Recipe, *, steps: int = 200, start: float = 1e-7, end: float
     out.parent.mkdir(parents=True, exist_ok=True)
     result.plot_path = plot(result, out)
     if track:
-        _log(result, prepared.splits.name)
+        _log(result, layout.experiment_for(prepared.splits.name))
     return result
 
 
@@ -200,7 +201,7 @@ def _log(result: LrFindResult, experiment: str) -> None:
     from zoo import tracking
 
     recipe = result.recipe
-    tags = {"zoo.recipe": recipe.name, "zoo.kind": "lr-find", "zoo.seed": recipe.seed,
+    tags = {layout.RECIPE: recipe.name, layout.KIND: "lr-find", layout.SEED: recipe.seed,
             **tracking.environment_tags()}
     with tracking.start_run(experiment, f"{recipe.name} lr-find", tags) as run:
         run.log_params(recipe.flat())

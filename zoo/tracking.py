@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from zoo import mlflow_layout as layout
 from zoo import paths
 
-# MLflow 3's UI opens on its GenAI view unless an experiment says it is for model development.
-EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
-PARENT_TAG = "mlflow.parentRunId"
+PARENT_TAG = layout.PARENT
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call
 
 
@@ -79,7 +78,7 @@ def ensure_experiment(mlflow_client, name: str) -> str:
     try:
         return mlflow_client.create_experiment(
             name, artifact_location=_artifact_location(tracking_uri(), name),
-            tags=EXPERIMENT_KIND_TAG,
+            tags=layout.EXPERIMENT_KIND,
         )
     except MlflowException:  # created meanwhile by a concurrent writer
         return mlflow_client.get_experiment_by_name(name).experiment_id
@@ -256,11 +255,11 @@ def environment_tags() -> dict[str, str]:
     gpus = tf.config.list_physical_devices("GPU")
     device = ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)"
     return {
-        "zoo.git_commit": git_commit(),
-        "zoo.versions": json.dumps(versions, sort_keys=True),
-        "zoo.device": device,
-        "zoo.cpu": cpu_model(),
-        "zoo.platform": platform.platform(),
+        layout.GIT_COMMIT: git_commit(),
+        layout.VERSIONS: json.dumps(versions, sort_keys=True),
+        layout.DEVICE: device,
+        layout.CPU: cpu_model(),
+        layout.PLATFORM: platform.platform(),
     }
 
 

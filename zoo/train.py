@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from zoo import interrupt, paths
+from zoo import mlflow_layout as layout
 from zoo.augment import augment_tensor
 from zoo.data import Splits, load_dataset
 from zoo.data.pipeline import training_dataset
@@ -185,15 +186,16 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
     from zoo import tracking
 
     all_tags = {
-        "zoo.recipe": recipe.name,
-        "zoo.recipe_path": _display_path(recipe.source),
-        "zoo.fingerprint": recipe.fingerprint,
-        "zoo.seed": recipe.seed,
-        "zoo.runtime": prepared.execution(),
+        layout.RECIPE: recipe.name,
+        layout.RECIPE_PATH: _display_path(recipe.source),
+        layout.FINGERPRINT: recipe.fingerprint,
+        layout.SEED: recipe.seed,
+        layout.RUNTIME: prepared.execution(),
         **tracking.environment_tags(),
         **(tags or {}),
     }
-    with tracking.start_run(prepared.splits.name, run_name or recipe.name, all_tags,
+    experiment = layout.experiment_for(prepared.splits.name)
+    with tracking.start_run(experiment, run_name or recipe.name, all_tags,
                             parent_run_id=parent_run_id) as run:
         run.log_params(recipe.flat())
         return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots)

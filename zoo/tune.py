@@ -19,6 +19,7 @@ from typing import Any
 import keras_tuner as kt
 import yaml
 
+from zoo import mlflow_layout as layout
 from zoo import paths, tracking
 from zoo.compare import describe_cell
 from zoo.errors import ArgumentError, ZooError
@@ -97,7 +98,7 @@ class ZooTuner(kt.Tuner):
             return None
         if self._finished is None:
             self._finished = {
-                (run.data.tags.get("zoo.trial_id"), run.data.tags.get("zoo.execution")):
+                (run.data.tags.get(layout.TRIAL_ID), run.data.tags.get(layout.EXECUTION)):
                     run.info.run_id
                 for run in tracking.child_runs(tracking.client(), self.parent_run_id)
                 if run.info.status == "FINISHED"}
@@ -123,8 +124,8 @@ class ZooTuner(kt.Tuner):
             result = train(
                 run_recipe, verbose=0, parent_run_id=self.parent_run_id,
                 run_name=f"trial {trial.trial_id} " + describe_cell(shown),
-                tags={"zoo.trial_id": trial.trial_id, "zoo.execution": execution,
-                      **{f"zoo.trial.{k}": v for k, v in shown.items()}},
+                tags={layout.TRIAL_ID: trial.trial_id, layout.EXECUTION: execution,
+                      **{layout.TRIAL_VALUE_PREFIX + k: v for k, v in shown.items()}},
                 plots=False,
             )
             scores.append(self._score(result.history[objective.name]))
@@ -189,8 +190,8 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
     workers = _pick_workers(recipe, workers)
     splits_name = experiment_name(recipe)
     with tracking.start_run(splits_name, f"tune {recipe.name}", {
-        "zoo.recipe": recipe.name, "zoo.fingerprint": recipe.fingerprint,
-        "zoo.tune.algorithm": recipe.tune.algorithm,
+        layout.RECIPE: recipe.name, layout.FINGERPRINT: recipe.fingerprint,
+        layout.TUNE_ALGORITHM: recipe.tune.algorithm,
     }, resume_run_id=state.get("parent_run_id")) as parent:
         if "parent_run_id" not in state:
             state = {**_signature(recipe), "parent_run_id": parent.run_id}
@@ -232,8 +233,8 @@ def make_tuner(recipe: Recipe, folder: Path, parent_run_id: str | None) -> ZooTu
 
 
 def experiment_name(recipe: Recipe) -> str:
-    """The MLflow experiment of a recipe: its data set's name."""
-    return recipe.data.dataset
+    """The MLflow experiment of a recipe: its data set's (`zoo.mlflow_layout`)."""
+    return layout.experiment_for(recipe.data.dataset)
 
 
 def _oracle(recipe: Recipe):
@@ -290,9 +291,9 @@ def _finish(recipe: Recipe, tuner: ZooTuner, parent, folder: Path) -> TuneResult
         print(f"zoo: warning: {warning}", flush=True)
     parent.log_metrics({f"best_{objective.name}": best.score,
                         "trials_finished": len(trials)})
-    parent.set_tags({"zoo.tune.best_trial": best.trial_id,
-                     "zoo.tune.best_values": json.dumps(values),
-                     **({"zoo.tune.edge_warnings": " | ".join(warnings)} if warnings else {})})
+    parent.set_tags({layout.TUNE_BEST_TRIAL: best.trial_id,
+                     layout.TUNE_BEST_VALUES: json.dumps(values),
+                     **({layout.TUNE_EDGE_WARNINGS: " | ".join(warnings)} if warnings else {})})
     parent.log_artifact(path)
     return TuneResult(parent.run_id, values, float(best.score), path,
                       trials=tuner.trial_log, warnings=warnings)

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from zoo import mlflow_layout as layout
 from zoo.monitor import policy
 from zoo.monitor.probe import Probe
 
@@ -54,7 +55,7 @@ class _Warnings:
         self.seen[(finding.layer, finding.kind)] = line
         self.print_fn(line)
         if self.run is not None:
-            self.run.set_tags({f"monitor.warning.{finding.layer}.{finding.kind}": line})
+            self.run.set_tags({layout.monitor_warning(finding.layer, finding.kind): line})
 
 
 class TrainingMonitor(keras.callbacks.Callback):
@@ -159,7 +160,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - started
         self.warnings.print_fn(f"{summary} (monitoring took {self.seconds:.1f} s)")
         if self.run is not None:
-            self.run.set_tags({"monitor.warnings": count})
+            self.run.set_tags({layout.MONITOR_WARNINGS: count})
             self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._last_epoch + 1)
 
     # ---------------------------------------------------------------------------- the probe thread

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo import mlflow_layout as layout
 from zoo.errors import ArgumentError
 from zoo.files import write_text_atomically
 from zoo.pretrained.loader import MANIFEST_NAME, PRETRAINED_DIR
@@ -67,7 +68,7 @@ def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEED
     expected = {name: _last_seconds(manifest, name) for name in recipes}
     order = sorted(recipes, key=lambda name: -expected[name])  # stable: seeds stay in order
     jobs = [Job(recipes[name].with_overrides({"seed": seed}), f"{name} seed {seed}",
-                track=track, model_dir=model_dir, tags={"zoo.pretrained": recipes[name].name})
+                track=track, model_dir=model_dir, tags={layout.PRETRAINED: recipes[name].name})
             for name in order for seed in seeds]
     entry_of = [name for name in order for _ in seeds]
     runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in recipes}
@@ -199,10 +200,10 @@ def _environment() -> dict[str, Any]:
     tags = environment_tags()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": tags["zoo.git_commit"],
-        "versions": json.loads(tags["zoo.versions"]),
-        "hardware": {"device": tags["zoo.device"], "cpu": tags["zoo.cpu"],
-                     "platform": tags["zoo.platform"],
+        "git_commit": tags[layout.GIT_COMMIT],
+        "versions": json.loads(tags[layout.VERSIONS]),
+        "hardware": {"device": tags[layout.DEVICE], "cpu": tags[layout.CPU],
+                     "platform": tags[layout.PLATFORM],
                      "machine": platform.machine(), "cpus": os.cpu_count()},
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo import mlflow_layout as layout
 from zoo.pretrained.loader import manifest_entry
 
 # A retrained model whose weights differ still reproduces the entry if its test accuracy is
@@ -64,7 +65,7 @@ def reproduce(name: str, directory: Path | None = None, track: bool = True,
             f"not the shipped {entry['fingerprint'][:12]}; the recipe schema changed since "
             "`make zoo` built it; rebuild the entry with `make zoo`")
     result = train(recipe, track=track, verbose=0, model_dir=model_dir,
-                   tags={"zoo.reproduce": name})
+                   tags={layout.REPRODUCE: name})
     return Reproduction(
         name=name,
         seed=recipe.seed,
