@@ -18,7 +18,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo reproduce predict gradcheck sanity lr-find tune tune-distributed server augment-preview test test-full lint ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo reproduce predict gradcheck sanity lr-find tune tune-distributed server augment-preview test test-full lint docs ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ test-full: $(ENV) ## run every test, slow ones included
 
 lint: $(ENV) ## ruff over the package and the tests
 	$(BIN)/ruff check zoo tests
+
+docs: $(ENV) ## regenerate docs/recipe-keys.md from the recipe schema and the model builders
+	$(BIN)/python -m zoo.recipe_keys > docs/recipe-keys.md.new && mv docs/recipe-keys.md.new docs/recipe-keys.md
 
 clean: ## remove the environment, caches, trained models, saved searches and the local MLflow store
 	rm -rf $(VENV) models build tuning *.egg-info .pytest_cache .ruff_cache

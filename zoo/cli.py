@@ -155,8 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--samples", type=int, default=6)
     preview.set_defaults(handler=_augment_preview)
 
-    listing = commands.add_parser("list", help="list models, datasets, recipes or pretrained")
-    listing.add_argument("what", choices=["models", "datasets", "recipes", "pretrained", "all"])
+    listing = commands.add_parser("list", help="list models, datasets, recipes, pretrained "
+                                  "models or recipe keys")
+    listing.add_argument("what", choices=["models", "datasets", "recipes", "pretrained", "keys",
+                                          "all"],
+                         help="all: everything but the recipe keys, which have a table of "
+                         "their own")
     listing.set_defaults(handler=_list)
 
     predict = commands.add_parser("predict", help="classes and probabilities from a pretrained "
@@ -393,6 +397,10 @@ def _listing(section: str) -> list[str]:
         return dataset_names()
     if section == "pretrained":
         return _pretrained_listing()
+    if section == "keys":
+        from zoo.recipe_keys import text_table
+
+        return text_table()
     from zoo.recipe import list_recipes
 
     return list_recipes()

@@ -54,19 +54,40 @@ Monitor = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
 
 
 class EarlyStopping(_Section):
-    monitor: Monitor = "val_loss"
-    patience: PositiveInt = 10
-    min_delta: NonNegativeFloat = 0.0
-    restore_best_weights: bool = True
+    monitor: Monitor = Field(
+        "val_loss", description="The metric watched: val_loss, val_accuracy, loss or accuracy "
+        "(val_* need a validation split). Default: val_loss.")
+    patience: PositiveInt = Field(
+        10, description="Epochs without an improvement before training stops, an integer > 0. "
+        "Default: 10.")
+    min_delta: NonNegativeFloat = Field(
+        0.0, description="The smallest change of the metric that counts as an improvement, "
+        ">= 0. Default: 0.0.")
+    restore_best_weights: bool = Field(
+        True, description="End training with the weights of the best epoch rather than those "
+        "of the last; true or false. Default: true.")
 
 
 class DataSection(_Section):
-    dataset: str = "mnist1d"
-    # 0 holds out nothing: every training example trains, and no validation metrics exist.
-    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    batch_size: PositiveInt = 100
-    standardize: bool = True
-    augmentation: list[AugmentationOp] = []
+    dataset: str = Field(
+        "mnist1d", description="The data set: mnist1d or digits (embedded in the package), or "
+        "tfds:<name> for a TensorFlow Datasets builder such as tfds:mnist or tfds:cifar10 "
+        "(`zoo list datasets`). Default: mnist1d.")
+    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.1, description="Fraction of the training split held out for validation, in [0, 1), "
+        "stratified and carved with a fixed split seed that is the same for every recipe; 0 "
+        "holds out nothing, so no val_* metrics exist and early stopping, a plateau schedule or "
+        "a tune objective that watches one is refused. Default: 0.1.")
+    batch_size: PositiveInt = Field(
+        100, description="Examples per optimizer step, an integer > 0. Default: 100.")
+    standardize: bool = Field(
+        True, description="Standardize each input channel with the mean and variance of the "
+        "training split, as the model's first layer (so the saved model takes raw inputs); true "
+        "or false. Default: true.")
+    augmentation: list[AugmentationOp] = Field(
+        [], description="Training-time augmentation: a list of ops such as {op: shift, "
+        "max_shift: 4} (docs/recipes.md lists them), seeded from the recipe seed and applied to "
+        "training data only; ops that do not fit the data are refused. Default: [] (none).")
 
     @field_validator("dataset")
     @classmethod
@@ -93,7 +114,10 @@ class ModelSection(BaseModel):
     validated against the builder's own signature (see `zoo.models.registry`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: str = "mlp"
+    name: str = Field(
+        "mlp", description="The registered builder that makes the model (`zoo list models`); "
+        "every other model.* key is an argument of that builder, and a key it does not take is "
+        "refused. Default: mlp.")
 
     @property
     def args(self) -> dict[str, Any]:
@@ -101,57 +125,115 @@ class ModelSection(BaseModel):
 
 
 class RegularizationSection(_Section):
-    l1: NonNegativeFloat = 0.0
-    l2: NonNegativeFloat = 0.0
-    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    early_stopping: EarlyStopping | None = None
+    l1: NonNegativeFloat = Field(
+        0.0, description="L1 penalty on every dense and conv kernel, >= 0; above 0 the run also "
+        "logs near_zero_weights, the fraction of weights below 1e-3, every epoch. Default: 0.0.")
+    l2: NonNegativeFloat = Field(
+        0.0, description="L2 penalty on every dense and conv kernel, >= 0. Default: 0.0.")
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="Label smoothing of the crossentropy loss, in [0, 1); the mse loss "
+        "ignores it. Default: 0.0.")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop training when a metric stops improving: a mapping of the "
+        "early_stopping keys ({} takes their defaults), or null. Default: none (train for the "
+        "whole budget).")
 
 
 class OptimizerSection(_Section):
-    name: Literal[OPTIMIZERS] = "adam"
-    learning_rate: PositiveFloat = 1e-3
-    schedule: Literal[SCHEDULES] = "constant"
-    # Linear ramp from ~0 to the scheduled rate over the first epochs; works with every schedule.
-    warmup_epochs: NonNegativeInt = 0
-    clipnorm: PositiveFloat | None = None
-    clipvalue: PositiveFloat | None = None
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    beta_1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    beta_2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
-    rho: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    epsilon: PositiveFloat = 1e-7
-    weight_decay: NonNegativeFloat = 0.0
-    # step: multiply by `factor` every `drop_every` epochs; exponential: by `decay_rate` per epoch;
-    # inverse_time: lr / (1 + decay_rate * epoch); plateau: multiply by `factor` when `monitor`
-    # has not improved by `min_delta` for `patience` epochs.
-    drop_every: PositiveInt = 10
-    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-    decay_rate: PositiveFloat = 0.9
-    monitor: Monitor = "val_loss"
-    patience: PositiveInt = 5
-    min_delta: NonNegativeFloat = 0.0
+    name: Literal[OPTIMIZERS] = Field(
+        "adam", description="The optimizer: sgd, momentum (SGD with momentum), nesterov, "
+        "adagrad, rmsprop, adam or adamw. Default: adam.")
+    learning_rate: PositiveFloat = Field(
+        1e-3, description="The base learning rate, > 0, which the schedule and the warmup "
+        "scale. Default: 0.001.")
+    schedule: Literal[SCHEDULES] = Field(
+        "constant", description="How the learning rate changes: constant; step, exponential or "
+        "inverse_time decay by epoch; cosine decay to 0 over the whole run; or plateau, which "
+        "drops it when `monitor` stalls; the rate is logged every epoch. Default: constant.")
+    warmup_epochs: NonNegativeInt = Field(
+        0, description="Epochs of linear warmup from near 0 to the learning rate before the "
+        "schedule starts; works with every schedule, and 0 means none. Default: 0.")
+    clipnorm: PositiveFloat | None = Field(
+        None, description="Clip the gradient of each weight tensor to this norm, > 0. "
+        "Default: none (no clipping).")
+    clipvalue: PositiveFloat | None = Field(
+        None, description="Clip every gradient element to [-clipvalue, clipvalue], > 0. "
+        "Default: none (no clipping).")
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.9, description="Momentum of the momentum and nesterov optimizers, in [0, 1). "
+        "Default: 0.9.")
+    beta_1: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.9, description="Decay of the first-moment average of adam and adamw, in [0, 1). "
+        "Default: 0.9.")
+    beta_2: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.999, description="Decay of the second-moment average of adam and adamw, in [0, 1). "
+        "Default: 0.999.")
+    rho: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.9, description="Decay of the squared-gradient average of rmsprop, in [0, 1). "
+        "Default: 0.9.")
+    epsilon: PositiveFloat = Field(
+        1e-7, description="Constant added to the denominator of adam, adamw, adagrad and "
+        "rmsprop for numerical stability, > 0. Default: 1e-07.")
+    weight_decay: NonNegativeFloat = Field(
+        0.0, description="Decoupled weight decay of adamw, >= 0; the other optimizers ignore "
+        "it. Default: 0.0.")
+    drop_every: PositiveInt = Field(
+        10, description="step schedule: multiply the rate by `factor` every this many epochs, "
+        "an integer > 0. Default: 10.")
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.1, description="step and plateau schedules: what each drop multiplies the rate by, "
+        "in (0, 1). Default: 0.1.")
+    decay_rate: PositiveFloat = Field(
+        0.9, description="exponential schedule: the rate is lr * decay_rate^epoch; "
+        "inverse_time: lr / (1 + decay_rate * epoch); > 0. Default: 0.9.")
+    monitor: Monitor = Field(
+        "val_loss", description="plateau schedule: the metric watched, val_loss, val_accuracy, "
+        "loss or accuracy. Default: val_loss.")
+    patience: PositiveInt = Field(
+        5, description="plateau schedule: epochs without an improvement of at least "
+        "`min_delta` before the rate is multiplied by `factor`, an integer > 0. Default: 5.")
+    min_delta: NonNegativeFloat = Field(
+        0.0, description="plateau schedule: the smallest change of `monitor` that counts as an "
+        "improvement, >= 0. Default: 0.0.")
 
 
 class TrainingSection(_Section):
-    epochs: PositiveInt = 30
-    # When set, wins over `epochs`: the number of epochs is ceil(steps / batches per epoch), as
-    # papers often state their budget in optimizer steps.
-    steps: PositiveInt | None = None
-    loss: Literal["crossentropy", "mse"] = "crossentropy"
+    epochs: PositiveInt = Field(
+        30, description="Passes over the training split, an integer > 0; `steps` wins when "
+        "set. Default: 30.")
+    steps: PositiveInt | None = Field(
+        None, description="Optimizer steps to train for, an integer > 0 (papers often state "
+        "their budget so); when set it wins over `epochs`, which becomes ceil(steps / batches "
+        "per epoch). Default: none (train for `epochs`).")
+    loss: Literal["crossentropy", "mse"] = Field(
+        "crossentropy", description="crossentropy (softmax crossentropy) or mse (mean squared "
+        "error on one-hot targets). Default: crossentropy.")
 
 
 class DiagnosticsSection(_Section):
-    # Per-layer training monitors (zoo.monitor): metrics every `every` epochs, warnings, figures.
-    # Monitoring observes only: the trained weights are the same with it on or off.
-    monitor: bool = False
-    every: PositiveInt = 1
+    monitor: bool = Field(
+        False, description="Run the per-layer training monitors (update ratios, gradient norms, "
+        "dead and saturated units, warnings and figures; docs/diagnostics.md); true or false. "
+        "They only observe: the trained weights are the same either way. Default: false.")
+    every: PositiveInt = Field(
+        1, description="Run the monitors every this many epochs, an integer > 0. Default: 1.")
+
+
+# Keys that several kinds of dimension share get one text each, so that the reference of recipe
+# keys (zoo.recipe_keys) shows each of them as one row.
+_DIMENSION_TYPE = ("The kind of dimension: float or int (a range from min to max), choice (one of "
+                   "values) or bool (true or false). Required.")
+_DIMENSION_MIN = "float and int dimensions: the lower end of the range. Required."
+_DIMENSION_MAX = "float and int dimensions: the upper end of the range, above min. Required."
 
 
 class FloatDimension(_Section):
-    type: Literal["float"]
-    min: float
-    max: float
-    sampling: Literal["linear", "log"] = "linear"
+    type: Literal["float"] = Field(description=_DIMENSION_TYPE)
+    min: float = Field(description=_DIMENSION_MIN)
+    max: float = Field(description=_DIMENSION_MAX)
+    sampling: Literal["linear", "log"] = Field(
+        "linear", description="float dimensions: draw evenly (linear) or evenly in the "
+        "logarithm (log, which needs min > 0). Default: linear.")
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatDimension:
@@ -163,10 +245,12 @@ class FloatDimension(_Section):
 
 
 class IntDimension(_Section):
-    type: Literal["int"]
-    min: int
-    max: int
-    step: PositiveInt = 1
+    type: Literal["int"] = Field(description=_DIMENSION_TYPE)
+    min: int = Field(description=_DIMENSION_MIN)
+    max: int = Field(description=_DIMENSION_MAX)
+    step: PositiveInt = Field(
+        1, description="int dimensions: the spacing of the values drawn, an integer > 0. "
+        "Default: 1.")
 
     @model_validator(mode="after")
     def _ordered(self) -> IntDimension:
@@ -176,12 +260,14 @@ class IntDimension(_Section):
 
 
 class ChoiceDimension(_Section):
-    type: Literal["choice"]
-    values: list[StrictBool | StrictInt | StrictFloat | str] = Field(min_length=1)
+    type: Literal["choice"] = Field(description=_DIMENSION_TYPE)
+    values: list[StrictBool | StrictInt | StrictFloat | str] = Field(
+        min_length=1, description="choice dimensions: the values to choose from (numbers, "
+        "strings or booleans), at least one. Required.")
 
 
 class BoolDimension(_Section):
-    type: Literal["bool"]
+    type: Literal["bool"] = Field(description=_DIMENSION_TYPE)
 
 
 Dimension = Annotated[FloatDimension | IntDimension | ChoiceDimension | BoolDimension,
@@ -189,18 +275,38 @@ Dimension = Annotated[FloatDimension | IntDimension | ChoiceDimension | BoolDime
 
 
 class Objective(_Section):
-    name: Monitor = "val_accuracy"
-    direction: Literal["max", "min"] = "max"
+    name: Monitor = Field(
+        "val_accuracy", description="The metric the search optimizes: val_accuracy, val_loss, "
+        "accuracy or loss. Default: val_accuracy.")
+    direction: Literal["max", "min"] = Field(
+        "max", description="Whether a higher (max) or a lower (min) value is better. "
+        "Default: max.")
 
 
 class TuneSection(_Section):
-    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
-    objective: Objective = Objective()
-    max_trials: PositiveInt = 10
-    executions_per_trial: PositiveInt = 1
-    max_epochs: PositiveInt = 30  # hyperband: the largest budget of one trial
-    seed: NonNegativeInt = 0
-    space: dict[str, Dimension] = {}
+    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = Field(
+        "random", description="The Keras Tuner search: random, grid, bayesian (a Gaussian "
+        "process) or hyperband. Default: random.")
+    objective: Objective = Field(
+        Objective(), description="The metric to optimize and its direction, as {name, "
+        "direction}; a metric name alone (val_loss) is minimized if it is a loss and maximized "
+        "otherwise. Default: {name: val_accuracy, direction: max}.")
+    max_trials: PositiveInt = Field(
+        10, description="The most trials (configurations) the search trains, an integer > 0. "
+        "Default: 10.")
+    executions_per_trial: PositiveInt = Field(
+        1, description="Trainings per trial, with seeds seed, seed + 1, ...; the trial scores "
+        "their mean. Default: 1.")
+    max_epochs: PositiveInt = Field(
+        30, description="hyperband: the largest budget of one trial in epochs (it sets "
+        "training.epochs per trial), an integer > 0. Default: 30.")
+    seed: NonNegativeInt = Field(
+        0, description="Seed of the search algorithm's own draws (training uses the recipe "
+        "seed), an integer >= 0. Default: 0.")
+    space: dict[str, Dimension] = Field(
+        {}, description="The keys the search varies: dotted recipe keys, each mapped to a "
+        "dimension such as {type: float, min: 0.0001, max: 0.1, sampling: log}; every value in "
+        "a range must be valid for its key. Default: {} (nothing to search).")
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -212,15 +318,34 @@ class TuneSection(_Section):
 
 
 class Recipe(_Section):
-    name: str
-    seed: NonNegativeInt = 0
-    data: DataSection = DataSection()
-    model: ModelSection = ModelSection()
-    regularization: RegularizationSection = RegularizationSection()
-    optimizer: OptimizerSection = OptimizerSection()
-    training: TrainingSection = TrainingSection()
-    tune: TuneSection = TuneSection()
-    diagnostics: DiagnosticsSection = DiagnosticsSection()
+    name: str = Field(
+        description="The run's name in MLflow and the folder of its model files; never "
+        "inherited through extends. Default: the recipe's short name (mnist1d/cnn for "
+        "recipes/mnist1d/cnn.yaml).")
+    seed: NonNegativeInt = Field(
+        0, description="Seeds Python, NumPy, TensorFlow, the shuffling and the augmentation "
+        "(the validation split never changes with it), an integer >= 0. Default: 0.")
+    data: DataSection = Field(
+        DataSection(), description="The data set, its validation split, batching, "
+        "standardization and augmentation.")
+    model: ModelSection = Field(
+        ModelSection(), description="The architecture: model.name picks a registered builder "
+        "and the other model.* keys are that builder's own arguments, so their defaults depend "
+        "on the builder.")
+    regularization: RegularizationSection = Field(
+        RegularizationSection(), description="Kernel penalties, label smoothing and early "
+        "stopping.")
+    optimizer: OptimizerSection = Field(
+        OptimizerSection(), description="The optimizer and its own keys, the learning rate, "
+        "its schedule and warmup, and gradient clipping.")
+    training: TrainingSection = Field(
+        TrainingSection(), description="How long training runs and the loss it minimizes.")
+    tune: TuneSection = Field(
+        TuneSection(), description="The search `zoo tune` runs; other commands ignore it, and "
+        "the fingerprint leaves it out.")
+    diagnostics: DiagnosticsSection = Field(
+        DiagnosticsSection(), description="Per-layer training monitors; they only observe, so "
+        "the fingerprint leaves them out.")
 
     _source: Path | None = PrivateAttr(default=None)
 
