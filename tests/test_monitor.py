@@ -4,6 +4,7 @@ figures to MLflow, and flag the failure modes they are meant to catch (and not h
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from zoo.errors import RecipeError
 from zoo.recipe import load_recipe
 from zoo.train import train
 
-MONITOR = ["diagnostics.monitor=true"]
+MONITOR = ["monitor.enabled=true"]
 
 
 def _recipe(name: str, *overrides: str):
@@ -25,14 +26,36 @@ def _warnings(capsys) -> list[str]:
             and not line.startswith("monitor: no warnings")]
 
 
-def test_the_diagnostics_section_is_validated_and_not_fingerprinted():
+def test_the_monitor_section_is_validated_and_not_fingerprinted():
     plain = load_recipe("digits/mlp")
-    monitored = load_recipe("digits/mlp", ["diagnostics.monitor=true", "diagnostics.every=3"])
-    assert (monitored.diagnostics.monitor, monitored.diagnostics.every) == (True, 3)
-    assert plain.diagnostics.monitor is False
+    monitored = load_recipe("digits/mlp", ["monitor.enabled=true", "monitor.every=3"])
+    assert (monitored.monitor.enabled, monitored.monitor.every) == (True, 3)
+    assert plain.monitor.enabled is False
     assert monitored.fingerprint == plain.fingerprint
-    with pytest.raises(RecipeError, match="diagnostics.every"):
-        load_recipe("digits/mlp", ["diagnostics.every=0"])
+    with pytest.raises(RecipeError, match="monitor.every"):
+        load_recipe("digits/mlp", ["monitor.every=0"])
+    with pytest.raises(RecipeError, match="monitor.histograms: unknown key"):
+        load_recipe("digits/mlp", ["monitor.histograms=true"])
+
+
+def test_the_old_diagnostics_keys_still_load_with_a_warning(tmp_path):
+    with pytest.warns(FutureWarning) as caught:
+        old = load_recipe("digits/mlp", ["diagnostics.monitor=true", "diagnostics.every=3"])
+    assert sorted(str(w.message).split(": ", 1)[1] for w in caught) == [
+        "recipe key diagnostics.every is now monitor.every; the old name is refused from zoo 0.3",
+        "recipe key diagnostics.monitor is now monitor.enabled; the old name is refused from zoo "
+        "0.3"]
+    assert (old.monitor.enabled, old.monitor.every) == (True, 3)
+    assert "diagnostics" not in old.resolved()
+    path = tmp_path / "old.yaml"
+    base = Path(__file__).parents[1] / "recipes" / "digits" / "mlp.yaml"
+    path.write_text(f"extends: {base}\ndiagnostics:\n  monitor: true\n")
+    with pytest.warns(FutureWarning, match="old.yaml: recipe key diagnostics.monitor"):
+        assert load_recipe(path).monitor.enabled is True
+    # An old override wins over the new section's default and over the recipe's own value.
+    with pytest.warns(FutureWarning):
+        assert load_recipe("digits/mlp", ["monitor.enabled=true",
+                                          "diagnostics.monitor=false"]).monitor.enabled is False
     with pytest.raises(RecipeError, match="diagnostics.histograms: unknown key"):
         load_recipe("digits/mlp", ["diagnostics.histograms=true"])
 
@@ -54,7 +77,7 @@ def test_monitoring_does_not_change_the_trained_weights(name, overrides, model_d
 
 def test_monitored_run_logs_metrics_tags_and_figures(mlflow_client, model_dir):
     recipe = _recipe("digits/cnn", "training.epochs=3", "model.widths=[8,8]",
-                     "diagnostics.monitor=true", "diagnostics.every=1")
+                     "monitor.enabled=true", "monitor.every=1")
     result = train(recipe, verbose=0, model_dir=model_dir)
     run = mlflow_client.get_run(result.run_id)
     for key in ("block1_conv1/update_ratio", "block1_conv1/grad_norm", "classifier/grad_norm",
@@ -73,7 +96,7 @@ def test_monitored_run_logs_metrics_tags_and_figures(mlflow_client, model_dir):
 
 def test_every_n_epochs(mlflow_client, model_dir):
     recipe = _recipe("digits/mlp", "training.epochs=4", "model.widths=[16]",
-                     "diagnostics.monitor=true", "diagnostics.every=2")
+                     "monitor.enabled=true", "monitor.every=2")
     result = train(recipe, verbose=0, model_dir=model_dir)
     history = mlflow_client.get_metric_history(result.run_id, "monitor/block1_dense/grad_norm")
     assert [m.step for m in history] == [2, 4]

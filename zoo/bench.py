@@ -210,7 +210,7 @@ def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
     from zoo.train import train
 
     if kind == "zoo-monitor":
-        recipe = recipe.with_overrides({"diagnostics.monitor": True, "diagnostics.every": 1})
+        recipe = recipe.with_overrides({"monitor.enabled": True, "monitor.every": 1})
     track = kind != "zoo-untracked"
     if track:  # the store's schema exists before the clock starts, as in any real use
         tracking.ensure_experiment(tracking.client(),

@@ -7,6 +7,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -39,7 +40,7 @@ from zoo.errors import RecipeError, UnknownNameError
 # Keys that label a run, drive a search or only observe the training rather than configure it;
 # the fingerprint leaves them out so that runs of one configuration over several seeds (and with
 # monitoring on or off, which trains the same weights) share a fingerprint.
-_NOT_FINGERPRINTED = ("name", "seed", "tune", "diagnostics")
+_NOT_FINGERPRINTED = ("name", "seed", "tune", "monitor")
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -50,11 +51,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Monitor = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
+# A metric that early stopping, the plateau schedule or a search watches.
+WatchedMetric = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
 
 
 class EarlyStopping(_Section):
-    monitor: Monitor = Field(
+    monitor: WatchedMetric = Field(
         "val_loss", description="The metric watched: val_loss, val_accuracy, loss or accuracy "
         "(val_* need a validation split). Default: val_loss.")
     patience: PositiveInt = Field(
@@ -186,7 +188,7 @@ class OptimizerSection(_Section):
     decay_rate: PositiveFloat = Field(
         0.9, description="exponential schedule: the rate is lr * decay_rate^epoch; "
         "inverse_time: lr / (1 + decay_rate * epoch); > 0. Default: 0.9.")
-    monitor: Monitor = Field(
+    monitor: WatchedMetric = Field(
         "val_loss", description="plateau schedule: the metric watched, val_loss, val_accuracy, "
         "loss or accuracy. Default: val_loss.")
     patience: PositiveInt = Field(
@@ -210,13 +212,19 @@ class TrainingSection(_Section):
         "error on one-hot targets). Default: crossentropy.")
 
 
-class DiagnosticsSection(_Section):
-    monitor: bool = Field(
+class MonitorSection(_Section):
+    enabled: bool = Field(
         False, description="Run the per-layer training monitors (update ratios, gradient norms, "
         "dead and saturated units, warnings and figures; docs/diagnostics.md); true or false. "
         "They only observe: the trained weights are the same either way. Default: false.")
     every: PositiveInt = Field(
         1, description="Run the monitors every this many epochs, an integer > 0. Default: 1.")
+
+
+# Keys renamed, old -> new: recipes and overrides that use an old key still load, with a
+# warning, until zoo 0.3. (`diagnostics:` named the monitor's section while `zoo.diagnostics`
+# holds the gradient check and the sanity checks.)
+RENAMED_KEYS = {"diagnostics.monitor": "monitor.enabled", "diagnostics.every": "monitor.every"}
 
 
 # Keys that several kinds of dimension share get one text each, so that the reference of recipe
@@ -275,7 +283,7 @@ Dimension = Annotated[FloatDimension | IntDimension | ChoiceDimension | BoolDime
 
 
 class Objective(_Section):
-    name: Monitor = Field(
+    name: WatchedMetric = Field(
         "val_accuracy", description="The metric the search optimizes: val_accuracy, val_loss, "
         "accuracy or loss. Default: val_accuracy.")
     direction: Literal["max", "min"] = Field(
@@ -343,9 +351,10 @@ class Recipe(_Section):
     tune: TuneSection = Field(
         TuneSection(), description="The search `zoo tune` runs; other commands ignore it, and "
         "the fingerprint leaves it out.")
-    diagnostics: DiagnosticsSection = Field(
-        DiagnosticsSection(), description="Per-layer training monitors; they only observe, so "
-        "the fingerprint leaves them out.")
+    monitor: MonitorSection = Field(
+        MonitorSection(), description="Per-layer training monitors; they only observe, so "
+        "the fingerprint leaves them out. (Before zoo 0.2 this section was called diagnostics; "
+        "diagnostics.monitor and diagnostics.every still load, with a warning.)")
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -360,7 +369,7 @@ class Recipe(_Section):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the resolved recipe without name, seed, tune and diagnostics: it identifies a
+        """sha256 of the resolved recipe without name, seed, tune and monitor: it identifies a
         configuration."""
         config = {k: v for k, v in self.resolved().items() if k not in _NOT_FINGERPRINTED}
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
@@ -459,6 +468,7 @@ def validate(raw: dict[str, Any], source: Path | None = None,
     from zoo.models import ArgumentError, get_model_spec
 
     where = str(source) if source else "recipe"
+    raw = _with_renamed_keys(raw, where)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
@@ -488,6 +498,31 @@ def validate(raw: dict[str, Any], source: Path | None = None,
     _check_space(final, where, override_keys)
     final._source = source
     return final
+
+
+def _with_renamed_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`raw` with the old names of renamed keys (`RENAMED_KEYS`) moved to the new ones, and a
+    warning for each; an old key wins over the new one, as the more explicit of the two when a
+    recipe extends base defaults."""
+    import warnings
+
+    old_sections = {old.split(".")[0] for old in RENAMED_KEYS}
+    if not old_sections & raw.keys():
+        return raw
+    raw = copy.deepcopy(raw)
+    for section in old_sections & raw.keys():
+        values = raw.pop(section)
+        if not isinstance(values, Mapping):
+            raise RecipeError(f"{where}: {section}: expected a mapping, received {values!r}")
+        for key, value in values.items():
+            old = f"{section}.{key}"
+            if old not in RENAMED_KEYS:
+                raise RecipeError(f"{where}: {old}: unknown key (the {section} section is now "
+                                  "monitor; every key: `zoo list keys`)")
+            warnings.warn(f"{where}: recipe key {old} is now {RENAMED_KEYS[old]}; the old name "
+                          "is refused from zoo 0.3", FutureWarning, stacklevel=3)
+            _set_dotted(raw, RENAMED_KEYS[old], value)
+    return raw
 
 
 def _check_validation_metrics(recipe: Recipe, where: str, override_keys: set[str]) -> None:

@@ -217,7 +217,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
     if run is not None:
         all_callbacks.append(_MlflowEpochLogger(run))
-    if recipe.diagnostics.monitor:
+    if recipe.monitor.enabled:
         from zoo.monitor import monitor_for
 
         # After early stopping: its end-of-run figures then show the weights that are saved.

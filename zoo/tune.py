@@ -251,8 +251,8 @@ def _oracle(recipe: Recipe):
 def _signature(recipe: Recipe) -> dict[str, Any]:
     """What a resumed search must share with the saved one."""
     spec = recipe.tune.model_dump(mode="json")
-    # Monitoring (diagnostics) observes trials without changing them: it may differ on resume.
-    base = {k: v for k, v in recipe.resolved().items() if k not in ("tune", "diagnostics")}
+    # Monitoring observes trials without changing them: it may differ on resume.
+    base = {k: v for k, v in recipe.resolved().items() if k not in ("tune", "monitor")}
     return {"space": spec["space"], "algorithm": spec["algorithm"],
             "objective": spec["objective"], "recipe": base}
 

@@ -1,6 +1,6 @@
 """Training monitors: per-layer health metrics each few epochs, warnings, and end-of-run figures.
 
-Switched on by the recipe's `diagnostics.monitor` key. Every `diagnostics.every` epochs the
+Switched on by the recipe's `monitor.enabled` key. Every `monitor.every` epochs the
 monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
 
 - `update_ratio`: ||W_end - W_start|| / ||W_start|| of the kernel over the epoch, divided by

@@ -242,7 +242,7 @@ def monitor_for(prepared, run) -> TrainingMonitor:
     n = len(splits.y_train)
     index = np.unique(np.linspace(0, n - 1, min(PROBE_EXAMPLES, n)).round().astype(int))
     targets = np.eye(splits.num_classes, dtype=np.float32)[splits.y_train[index]]
-    return TrainingMonitor(splits.x_train[index], targets, every=recipe.diagnostics.every,
+    return TrainingMonitor(splits.x_train[index], targets, every=recipe.monitor.every,
                            steps_per_epoch=prepared.steps_per_epoch, run=run,
                            base_learning_rate=recipe.optimizer.learning_rate,
                            title=recipe.name, print_fn=lambda line: print(line, flush=True))
