@@ -24,9 +24,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(backend_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+def server_command(backend_uri: str, host: str, port: int,
+                   workers: int | None = 1) -> list[str]:
+    """The command line of an MLflow server over `backend_uri`, run by this Python.
+
+    Args:
+        backend_uri: the backend store; a SQLite store keeps its artifacts in the `artifacts`
+            folder beside the database, other stores let the server decide.
+        host: the interface to bind.
+        port: the port to listen on.
+        workers: web server processes; None leaves the number to MLflow (MLFLOW_WORKERS, else
+            its default).
+
+    Returns:
+        The command, its first item the interpreter (for `os.execv` or `subprocess`).
+    """
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-               "--host", host, "--port", str(port), "--workers", str(workers)]
+               "--host", host, "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     artifact_root = tracking.local_artifact_root(backend_uri)
     if artifact_root is not None:
         command += ["--default-artifact-root", artifact_root.as_uri()]
