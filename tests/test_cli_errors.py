@@ -81,3 +81,14 @@ def test_version_prints_the_package_version_which_matches_pyproject(capsys):
     assert capsys.readouterr().out.strip() == f"zoo {__version__}"
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert re.search(r'^version = "(.+)"$', pyproject, re.MULTILINE)[1] == __version__
+
+
+def test_the_zoos_deprecations_print_on_one_line_like_its_errors(capsys):
+    import warnings
+
+    from zoo.errors import ZooDeprecation
+
+    assert cli.main(["list", "datasets"]) == 0
+    assert warnings.formatwarning("x is now y", ZooDeprecation, "f.py", 1) == (
+        "zoo: warning: x is now y\n")
+    assert "f.py:1" in warnings.formatwarning("other", UserWarning, "f.py", 1)

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.errors import ZooError
 
     interrupt.install()
+    _print_deprecations_on_one_line()
     try:
         return args.handler(args) or 0
     except ZooError as err:
@@ -37,6 +38,24 @@ def main(argv: list[str] | None = None) -> int:
         print("zoo: interrupted; any MLflow run was marked KILLED and no model file was "
               "written", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _print_deprecations_on_one_line() -> None:
+    """The zoo's own deprecation warnings read like its errors, `zoo: warning: ...`, without
+    the file, line and source that Python's format adds for a programmer; other warnings keep
+    that format."""
+    import warnings
+
+    from zoo.errors import ZooDeprecation
+
+    python_format = warnings.formatwarning
+
+    def formatted(message, category, filename, lineno, line=None):
+        if issubclass(category, ZooDeprecation):
+            return f"zoo: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

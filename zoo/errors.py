@@ -31,3 +31,8 @@ class ModelFileError(ZooError):
 
 class ArgumentError(ZooError):
     """A command's option has a value it cannot work with."""
+
+
+class ZooDeprecation(FutureWarning):
+    """A name or key of the zoo's that still works but is going away; the message says what
+    replaces it. A FutureWarning, so Python shows it by default; the CLI prints it on one line."""

@@ -35,7 +35,7 @@ from pydantic import (
 
 from zoo import paths
 from zoo.augment import AugmentationOp, check_ops_fit
-from zoo.errors import RecipeError, UnknownNameError
+from zoo.errors import RecipeError, UnknownNameError, ZooDeprecation
 
 # Keys that label a run, drive a search or only observe the training rather than configure it;
 # the fingerprint leaves them out so that runs of one configuration over several seeds (and with
@@ -56,6 +56,8 @@ WatchedMetric = Literal["val_loss", "val_accuracy", "loss", "accuracy"]
 
 
 class EarlyStopping(_Section):
+    """The `regularization.early_stopping` section."""
+
     monitor: WatchedMetric = Field(
         "val_loss", description="The metric watched: val_loss, val_accuracy, loss or accuracy "
         "(val_* need a validation split). Default: val_loss.")
@@ -71,6 +73,8 @@ class EarlyStopping(_Section):
 
 
 class DataSection(_Section):
+    """The `data` section."""
+
     dataset: str = Field(
         "mnist1d", description="The data set: mnist1d or digits (embedded in the package), or "
         "tfds:<name> for a TensorFlow Datasets builder such as tfds:mnist or tfds:cifar10 "
@@ -123,10 +127,14 @@ class ModelSection(BaseModel):
 
     @property
     def args(self) -> dict[str, Any]:
+        """The builder's arguments: every `model.*` key but `name` (in a loaded recipe, with the
+        builder's defaults filled in)."""
         return dict(self.model_extra or {})
 
 
 class RegularizationSection(_Section):
+    """The `regularization` section."""
+
     l1: NonNegativeFloat = Field(
         0.0, description="L1 penalty on every dense and conv kernel, >= 0; above 0 the run also "
         "logs near_zero_weights, the fraction of weights below 1e-3, every epoch. Default: 0.0.")
@@ -142,6 +150,8 @@ class RegularizationSection(_Section):
 
 
 class OptimizerSection(_Section):
+    """The `optimizer` section."""
+
     name: Literal[OPTIMIZERS] = Field(
         "adam", description="The optimizer: sgd, momentum (SGD with momentum), nesterov, "
         "adagrad, rmsprop, adam or adamw. Default: adam.")
@@ -200,6 +210,8 @@ class OptimizerSection(_Section):
 
 
 class TrainingSection(_Section):
+    """The `training` section."""
+
     epochs: PositiveInt = Field(
         30, description="Passes over the training split, an integer > 0; `steps` wins when "
         "set. Default: 30.")
@@ -213,6 +225,8 @@ class TrainingSection(_Section):
 
 
 class MonitorSection(_Section):
+    """The `monitor` section."""
+
     enabled: bool = Field(
         False, description="Run the per-layer training monitors (update ratios, gradient norms, "
         "dead and saturated units, warnings and figures; docs/diagnostics.md); true or false. "
@@ -236,6 +250,8 @@ _DIMENSION_MAX = "float and int dimensions: the upper end of the range, above mi
 
 
 class FloatDimension(_Section):
+    """A `type: float` dimension of the `tune.space` section."""
+
     type: Literal["float"] = Field(description=_DIMENSION_TYPE)
     min: float = Field(description=_DIMENSION_MIN)
     max: float = Field(description=_DIMENSION_MAX)
@@ -253,6 +269,8 @@ class FloatDimension(_Section):
 
 
 class IntDimension(_Section):
+    """A `type: int` dimension of the `tune.space` section."""
+
     type: Literal["int"] = Field(description=_DIMENSION_TYPE)
     min: int = Field(description=_DIMENSION_MIN)
     max: int = Field(description=_DIMENSION_MAX)
@@ -268,6 +286,8 @@ class IntDimension(_Section):
 
 
 class ChoiceDimension(_Section):
+    """A `type: choice` dimension of the `tune.space` section."""
+
     type: Literal["choice"] = Field(description=_DIMENSION_TYPE)
     values: list[StrictBool | StrictInt | StrictFloat | str] = Field(
         min_length=1, description="choice dimensions: the values to choose from (numbers, "
@@ -275,6 +295,8 @@ class ChoiceDimension(_Section):
 
 
 class BoolDimension(_Section):
+    """A `type: bool` dimension of the `tune.space` section."""
+
     type: Literal["bool"] = Field(description=_DIMENSION_TYPE)
 
 
@@ -283,6 +305,8 @@ Dimension = Annotated[FloatDimension | IntDimension | ChoiceDimension | BoolDime
 
 
 class Objective(_Section):
+    """The `tune.objective` section."""
+
     name: WatchedMetric = Field(
         "val_accuracy", description="The metric the search optimizes: val_accuracy, val_loss, "
         "accuracy or loss. Default: val_accuracy.")
@@ -292,6 +316,8 @@ class Objective(_Section):
 
 
 class TuneSection(_Section):
+    """The `tune` section."""
+
     algorithm: Literal["random", "grid", "bayesian", "hyperband"] = Field(
         "random", description="The Keras Tuner search: random, grid, bayesian (a Gaussian "
         "process) or hyperband. Default: random.")
@@ -326,6 +352,8 @@ class TuneSection(_Section):
 
 
 class Recipe(_Section):
+    """A whole recipe: the top-level keys (`name`, `seed`) and every section."""
+
     name: str = Field(
         description="The run's name in MLflow and the folder of its model files; never "
         "inherited through extends. Default: the recipe's short name (mnist1d/cnn for "
@@ -380,6 +408,7 @@ class Recipe(_Section):
         return flatten(self.resolved())
 
     def to_yaml(self) -> str:
+        """The resolved recipe as YAML, keys in schema order (as a run logs it in `recipe.yaml`)."""
         return yaml.safe_dump(self.resolved(), sort_keys=False)
 
     def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> Recipe:
@@ -393,6 +422,8 @@ class Recipe(_Section):
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (`data.batch_size`); an empty mapping stays a
+    value."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
@@ -424,6 +455,8 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 
 def list_recipes() -> list[str]:
+    """The short names of the recipes under recipes/ (`mnist1d/cnn_paper`), sorted; overlays, a
+    folder deeper, are not among them."""
     root = paths.recipes_dir()
     return sorted(
         str(p.relative_to(root).with_suffix(""))
@@ -468,7 +501,7 @@ def validate(raw: dict[str, Any], source: Path | None = None,
     from zoo.models import ArgumentError, get_model_spec
 
     where = str(source) if source else "recipe"
-    raw = _with_renamed_keys(raw, where)
+    raw = _with_renamed_keys(raw, where, override_keys)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
@@ -500,7 +533,8 @@ def validate(raw: dict[str, Any], source: Path | None = None,
     return final
 
 
-def _with_renamed_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
+def _with_renamed_keys(raw: dict[str, Any], where: str,
+                       override_keys: set[str]) -> dict[str, Any]:
     """`raw` with the old names of renamed keys (`RENAMED_KEYS`) moved to the new ones, and a
     warning for each; an old key wins over the new one, as the more explicit of the two when a
     recipe extends base defaults."""
@@ -519,8 +553,9 @@ def _with_renamed_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
             if old not in RENAMED_KEYS:
                 raise RecipeError(f"{where}: {old}: unknown key (the {section} section is now "
                                   "monitor; every key: `zoo list keys`)")
-            warnings.warn(f"{where}: recipe key {old} is now {RENAMED_KEYS[old]}; the old name "
-                          "is refused from zoo 0.3", FutureWarning, stacklevel=3)
+            origin = "command line" if old in override_keys else where
+            warnings.warn(f"{origin}: recipe key {old} is now {RENAMED_KEYS[old]}; the old name "
+                          "is refused from zoo 0.3", ZooDeprecation, stacklevel=3)
             _set_dotted(raw, RENAMED_KEYS[old], value)
     return raw
 

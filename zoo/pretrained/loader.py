@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ModelFileError, UnknownNameError
+from zoo.errors import ModelFileError, UnknownNameError, ZooDeprecation
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 MANIFEST_NAME = "manifest.json"
@@ -59,7 +59,7 @@ def card(name: str, directory: Path | None = None) -> dict[str, Any]:
     import warnings
 
     warnings.warn("zoo.card() is now zoo.manifest_entry() (a model card is the .md file beside "
-                  "the model); zoo.card will be removed in zoo 0.3", FutureWarning, stacklevel=2)
+                  "the model); zoo.card will be removed in zoo 0.3", ZooDeprecation, stacklevel=2)
     return manifest_entry(name, directory)
 
 
