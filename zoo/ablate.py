@@ -66,12 +66,20 @@ def overlay_overrides(name: str) -> dict[str, Any]:
 
 
 def cells(axes: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, each as {recipe key: value}; the last axis varies
+    fastest."""
     keys = [key for key, _ in axes]
     return [dict(zip(keys, combo, strict=True))
             for combo in itertools.product(*(values for _, values in axes))]
 
 
 def cell_recipe(recipe: Recipe, cell: dict[str, Any], seed: int) -> Recipe:
+    """The base recipe with one cell's values and `seed` applied; an `overlay` value stands for that
+    overlay's settings (`overlay_overrides`).
+
+    Raises:
+        RecipeError: a value does not fit its key, or the overlay does not exist.
+    """
     overrides: dict[str, Any] = {}
     for key, value in cell.items():
         overrides.update(overlay_overrides(value) if key == OVERLAY else {key: value})

@@ -44,11 +44,13 @@ class Ratio:
 
     @property
     def met(self) -> bool | None:
+        """Whether the value meets its target; None when it has none (only reported)."""
         if self.target is None:
             return None
         return self.value >= self.target if self.at_least else self.value <= self.target
 
     def line(self) -> str:
+        """The report's line: name, value, and the verdict against the target (or `(reported)`)."""
         if self.target is None:
             verdict = "(reported)"
         else:

@@ -22,6 +22,12 @@ INTERNAL_COMMANDS = ("tune-role", "jobs-role")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `zoo` command (`argv` without the program name; `sys.argv[1:]` when None).
+
+    Returns:
+        The exit status: 0, `EXIT_USER_ERROR` after a one-line error for bad input, or
+        `EXIT_INTERRUPTED` after Ctrl-C or SIGTERM.
+    """
     args = parse_args(argv)  # (zoo/__init__ has already quietened TensorFlow's C++ start-up logs)
 
     from zoo import interrupt

@@ -35,6 +35,9 @@ UNDEFINED = "undefined"  # scipy found no p-value for another reason (e.g. NaN m
 
 @dataclass(frozen=True)
 class RunRecord:
+    """One finished zoo run as the statistics see it: its configuration's fingerprint, params, final
+    metrics and, when loaded `with_history`, each metric's values per epoch."""
+
     run_id: str
     fingerprint: str
     params: dict[str, str]
@@ -51,6 +54,7 @@ class Group:
     runs: list[RunRecord]
 
     def values(self, metric: str) -> list[float]:
+        """The final `metric` of each run that logged it."""
         return [r.metrics[metric] for r in self.runs if metric in r.metrics]
 
     def gaps(self) -> list[float]:
@@ -163,21 +167,26 @@ def bh_adjust(p_values: Sequence[float]) -> list[float]:
 
 @dataclass
 class Table:
+    """A comparison table as text cells, printed as aligned text, Markdown or CSV."""
+
     columns: list[str]
     rows: list[list[str]]
 
     def text(self) -> str:
+        """Aligned columns for the terminal, a rule under the header."""
         widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
         return "\n".join([line(self.columns), line(["-" * w for w in widths]),
                           *map(line, self.rows)])
 
     def markdown(self) -> str:
+        """A Markdown table."""
         head = "| " + " | ".join(self.columns) + " |"
         rule = "|" + "|".join("---" for _ in self.columns) + "|"
         return "\n".join([head, rule, *("| " + " | ".join(r) + " |" for r in self.rows)])
 
     def csv(self) -> str:
+        """CSV text, the header row first."""
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(self.columns)

@@ -35,6 +35,9 @@ _KINKED_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu")
 
 @dataclass
 class TensorCheck:
+    """The gradient check of one weight tensor (`name` is its path): the largest relative error
+    between analytic and numeric gradients over its sampled entries."""
+
     name: str
     max_relative_error: float
     samples: int
@@ -47,6 +50,8 @@ class TensorCheck:
 
     @property
     def verdict(self) -> str:
+        """`good`, `acceptable with kinks`, `suspect` or `wrong`: the playbook's band of the largest
+        relative error (`KINKS_OK`, `SUSPECT`, `WRONG`)."""
         error = self.max_relative_error
         if error > WRONG:
             return "wrong"
@@ -234,6 +239,8 @@ def _numeric_gradient(evaluate, base_pattern: np.ndarray, weight, values: np.nda
 
 @dataclass
 class SanityCheck:
+    """One of the `sanity` checks: what it checks, whether it passed, and the numbers behind it."""
+
     name: str
     passed: bool
     detail: str

@@ -33,5 +33,6 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through `atomic_path`: a reader sees the old file or the new one."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)

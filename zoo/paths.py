@@ -19,14 +19,17 @@ def project_root() -> Path:
 
 
 def recipes_dir() -> Path:
+    """The recipes folder under the project root: `recipes/<data set>/<name>.yaml`."""
     return project_root() / "recipes"
 
 
 def models_dir() -> Path:
+    """Where trained models are saved by default: `models/` under the project root."""
     return project_root() / "models"
 
 
 def mlruns_dir() -> Path:
+    """The default MLflow store's folder (`mlflow.db` and `artifacts/`) under the project root."""
     return project_root() / "mlruns"
 
 

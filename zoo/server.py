@@ -19,6 +19,7 @@ from zoo.errors import ZooError
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that no process listens on now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -75,6 +76,11 @@ def local_server_if_needed(uri: str) -> Iterator[str]:
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Return once the MLflow server `process` answers on `url`/health.
+
+    Raises:
+        ZooError: the process exited, or did not answer within `timeout` seconds.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

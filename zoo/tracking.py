@@ -28,6 +28,8 @@ _BATCH = 100  # MLflow's limit of params or tags per log_batch call
 
 
 def tracking_uri() -> str:
+    """The MLflow store: MLFLOW_TRACKING_URI if set, else the SQLite database
+    `mlruns/mlflow.db` under the project root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
 
 
@@ -112,6 +114,7 @@ class TrackedRun:
         self._sent: list = []  # futures of batches not yet known to have arrived
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params now; values other than strings as JSON, cut to MLflow's 6,000 characters."""
         from mlflow.entities import Param
 
         items = [Param(k, _param_text(v)) for k, v in params.items()]
@@ -119,6 +122,7 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=items[start:start + _BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags now, values as text."""
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
@@ -176,9 +180,13 @@ class TrackedRun:
         return [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Upload the file at `path` to the run's artifacts (into folder `artifact_path`, if
+        given)."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def close(self, status: str) -> None:
+        """End the run with `status` (FINISHED, FAILED or KILLED) once the buffered metrics have
+        been sent; a failed batch's error is raised after the run has ended."""
         try:
             self.flush()
         finally:

@@ -37,6 +37,9 @@ class TuneStateError(ZooError):
 
 @dataclass
 class TuneResult:
+    """What `tune` returns: the parent run, the best trial's values and score, the tuned recipe's
+    file, the trials' log and warnings such as a best value at the edge of its range."""
+
     parent_run_id: str
     best_values: dict[str, Any]
     best_score: float
@@ -53,6 +56,7 @@ class RecipeHyperModel(kt.HyperModel):
         self.recipe = recipe
 
     def declare_hyperparameters(self, hp) -> None:
+        """Declare each dimension of the recipe's `tune.space` on `hp`, named by its dotted key."""
         for key, dim in self.recipe.tune.space.items():
             if dim.type == "float":
                 hp.Float(key, dim.min, dim.max, sampling=dim.sampling)
@@ -228,6 +232,8 @@ def _pick_workers(recipe: Recipe, requested: int | None) -> int:
 
 
 def make_tuner(recipe: Recipe, folder: Path, parent_run_id: str | None) -> ZooTuner:
+    """The tuner of a recipe's search, its state in `folder` (resumed, never overwritten); trial
+    runs nest under `parent_run_id`."""
     return ZooTuner(recipe, parent_run_id, oracle=_oracle(recipe), directory=str(folder.parent),
                     project_name=folder.name, overwrite=False)
 

@@ -290,6 +290,7 @@ class Job:
     model_dir: Path | None = None
 
     def train(self):
+        """Train the job in this process, quietly; returns the `zoo.train.Result`."""
         from zoo.train import train
 
         return train(self.recipe, track=self.track, verbose=0, model_dir=self.model_dir,
@@ -297,6 +298,7 @@ class Job:
                      tags=self.tags or None)
 
     def to_json(self) -> dict[str, Any]:
+        """The job as JSON data, which a worker process reads back with `from_json`."""
         return {"recipe": self.recipe.resolved(),
                 "source": str(self.recipe.source) if self.recipe.source else None,
                 "label": self.label, "run_name": self.run_name,
@@ -305,6 +307,7 @@ class Job:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
+        """The job `to_json` wrote, its recipe validated again with the same source file."""
         from zoo.recipe import validate
 
         # The resolved recipe and its source file: the same params, fingerprint and
@@ -333,11 +336,13 @@ class JobResult:
 
     @classmethod
     def of(cls, result, keep_model: bool) -> JobResult:
+        """The parts of a `zoo.train.Result` the parent needs; the model only with `keep_model`."""
         return cls(result.test_accuracy, result.test_loss, result.weights_sha256,
                    Path(result.model_path), result.epochs, result.seconds, result.run_id,
                    result.history, result.model if keep_model else None)
 
     def to_json(self) -> dict[str, Any]:
+        """The result as JSON data, without the model: what a worker writes for the parent."""
         return {"test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
                 "weights_sha256": self.weights_sha256, "model_path": str(self.model_path),
                 "epochs": self.epochs, "seconds": self.seconds, "run_id": self.run_id,
@@ -345,6 +350,7 @@ class JobResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobResult:
+        """The result `to_json` wrote; `load_model` reads its model from its file."""
         return cls(**{**data, "model_path": Path(data["model_path"])})
 
     def load_model(self):
@@ -411,6 +417,7 @@ class WorkerPool:
 
     @property
     def spec(self) -> Path:
+        """The job file the parent writes into `folder` for the waiting workers."""
         return self.folder / "jobs.json"
 
     def serve(self, oracle) -> None:

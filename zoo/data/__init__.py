@@ -13,6 +13,7 @@ __all__ = ["SPLIT_SEED", "Splits", "check_dataset_name", "dataset_kind", "datase
 
 
 def dataset_names() -> list[str]:
+    """The data sets a recipe may name: the embedded ones, then `tfds:<name>`."""
     return [*sorted(EMBEDDED), "tfds:<name>"]
 
 

@@ -28,14 +28,17 @@ class Splits:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example: (length, channels) or (height, width, channels)."""
         return tuple(self.x_train.shape[1:])
 
     @property
     def num_classes(self) -> int:
+        """The number of classes, one per class name."""
         return len(self.class_names)
 
     @property
     def has_validation(self) -> bool:
+        """Whether any examples were held out for validation (a split of 0 holds out none)."""
         return len(self.y_val) > 0
 
     @property

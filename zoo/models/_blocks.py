@@ -79,10 +79,14 @@ def data_kind(x) -> str:
 
 
 def activation(kind: str, name: str, alpha: float = 0.01) -> layers.Layer:
+    """The activation layer `kind` named `name`; `alpha` is the negative slope of leaky_relu and the
+    saturation value of elu."""
     return ACTIVATIONS[kind](name, alpha)
 
 
 def normalization(kind: str, name: str, groups: int = 1) -> layers.Layer | None:
+    """The normalization layer `kind` named `name`, or None for `none`; `groups` is used by `group`
+    only."""
     factory = NORMALIZATIONS[kind]
     return None if factory is None else factory(name, groups)
 
@@ -115,6 +119,8 @@ def conv(rank: int, filters: int, kernel_size: int, name: str, *, strides: int =
          use_bias: bool = True, initializer: str = "he_normal", regularizer=None,
          padding: str = "same", dilation: int = 1, groups: int = 1,
          activation_name: str | None = None) -> layers.Layer:
+    """A Conv1D (`rank` 1) or Conv2D (`rank` 2) layer with the initializer `initializer` (a key of
+    `INITIALIZERS`); `dilation` is Keras' `dilation_rate`, `activation_name` its `activation`."""
     return _CONVS[rank](
         filters, kernel_size, strides=strides, padding=padding, dilation_rate=dilation,
         groups=groups, use_bias=use_bias, kernel_initializer=INITIALIZERS[initializer],
@@ -134,11 +140,14 @@ def pool(kind: str, rank: int, name: str) -> layers.Layer | None:
 
 
 def head(kind: str, rank: int, name: str = "head") -> layers.Layer:
+    """The layer between the last feature map and the dense layers: `flatten`, `global_avg` or
+    `global_max`, for sequences (`rank` 1) or images (`rank` 2)."""
     return _HEADS[(kind, rank)](name=name)
 
 
 def dense(units: int, name: str, *, use_bias: bool = True, initializer: str = "he_normal",
           regularizer=None) -> layers.Layer:
+    """A Dense layer without activation (`norm_act` adds it), with the initializer `initializer`."""
     return layers.Dense(units, use_bias=use_bias, kernel_initializer=INITIALIZERS[initializer],
                         kernel_regularizer=regularizer, name=name)
 
@@ -151,4 +160,5 @@ def classifier(x, num_classes: int, regularizer=None, initializer: str = "glorot
 
 
 def add(tensors, name: str):
+    """The sum of `tensors` through an Add layer named `name`: where a residual branch joins."""
     return layers.Add(name=name)(tensors)

@@ -140,6 +140,12 @@ def cnn(
 
 
 def check_cnn_paper(kind: str, **_) -> None:
+    """The constraint of `cnn_paper`: it takes sequences only (the paper's Conv1D model);
+    checked when a recipe loads and again when the model is built.
+
+    Raises:
+        ArgumentError: the data are images.
+    """
     if kind != "sequence":
         raise ArgumentError("name", "cnn_paper takes sequences (length, channels), the data "
                             "are images; use model.name=cnn for images")

@@ -44,6 +44,9 @@ class ArgumentError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered builder: its name, its function, the pydantic model of its keyword arguments
+    (the recipe's `model.*` keys), the first line of its docstring and its optional `check`."""
+
     name: str
     builder: Builder
     args_model: type[BaseModel]
@@ -52,9 +55,11 @@ class ModelSpec:
 
     @property
     def arg_names(self) -> list[str]:
+        """The builder's keyword-only arguments, in the order of its signature."""
         return list(self.args_model.model_fields)
 
     def defaults(self) -> dict[str, Any]:
+        """Every argument's default, as plain (JSON) data."""
         return self.args_model().model_dump(mode="json")
 
     def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +67,8 @@ class ModelSpec:
         return self.args_model.model_validate(args).model_dump(mode="json")
 
     def typed_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The arguments validated, defaults filled in, as the values the builder takes (not
+        plain data, as `validate_args` returns); raises pydantic's ValidationError."""
         validated = self.args_model.model_validate(args)
         return {name: getattr(validated, name) for name in self.arg_names}
 
@@ -101,6 +108,11 @@ def register_model(builder: Builder | None = None, *, name: str | None = None,
 
 
 def get_model_spec(name: str) -> ModelSpec:
+    """The builder registered as `name`.
+
+    Raises:
+        UnknownNameError: no builder is registered as `name`; the message lists those that are.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -108,6 +120,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def model_names() -> list[str]:
+    """The registered builders' names, sorted."""
     return sorted(_REGISTRY)
 
 

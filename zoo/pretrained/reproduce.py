@@ -15,6 +15,9 @@ TOLERANCE = 0.005
 
 @dataclass
 class Reproduction:
+    """What `reproduce` found: the shipped and the retrained model's weights sha256 and test
+    accuracy."""
+
     name: str
     seed: int
     shipped_weights: str
@@ -25,10 +28,13 @@ class Reproduction:
 
     @property
     def identical(self) -> bool:
+        """Whether the retrained weights are the shipped ones, bit for bit."""
         return self.new_weights == self.shipped_weights
 
     @property
     def verdict(self) -> str:
+        """`reproduced` (identical weights, or test accuracy within `TOLERANCE`) or
+        `NOT reproduced`, with the difference."""
         if self.identical:
             return "reproduced: identical weights"
         difference = self.new_accuracy - self.shipped_accuracy
@@ -39,6 +45,8 @@ class Reproduction:
                 f"points off (tolerance {TOLERANCE * 100:.1f})")
 
     def report(self) -> str:
+        """The comparison for the terminal: both weights' sha256, both test accuracies and the
+        verdict."""
         return "\n".join([
             f"{self.name} seed {self.seed}",
             f"  weights sha256  shipped {self.shipped_weights}",
