@@ -56,7 +56,7 @@ def test_shipped_model_matches_its_manifest(name):
     path = loader.PRETRAINED_DIR / entry["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
     model = zoo.load(name)
-    from zoo.train import weights_sha256
+    from zoo.model_files import weights_sha256
 
     assert weights_sha256(model) == entry["weights_sha256"]
     assert model.count_params() == entry["params"]

@@ -16,8 +16,9 @@ import pytest
 
 from zoo import cli
 from zoo.errors import TrainingError
+from zoo.model_files import save_model_atomically
 from zoo.recipe import load_recipe
-from zoo.train import save_model_atomically, train
+from zoo.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=digits", "data.batch_size=64", "model.name=mlp", "model.widths=[16]",

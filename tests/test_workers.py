@@ -72,7 +72,7 @@ def test_a_job_survives_its_trip_to_a_worker():
 
 def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path, monkeypatch):
     from zoo import tracking
-    from zoo.train import weights_sha256
+    from zoo.model_files import weights_sha256
 
     # Tracked, into a store that does not exist yet: the workers write to SQLite directly.
     # (Two workers that open a new store at once may both migrate its schema, and one fails;
@@ -113,7 +113,7 @@ def _wait_for(condition, seconds: float = 120) -> None:
 def _accuracies_and_weights(mlflow_client, parent: str, tmp_path: Path) -> dict:
     import keras
 
-    from zoo.train import weights_sha256
+    from zoo.model_files import weights_sha256
 
     table = {}
     for run in children(mlflow_client, parent):

@@ -14,9 +14,8 @@ import yaml
 
 from zoo import mlflow_layout as layout
 from zoo import paths, tracking
-from zoo.compare import describe_cell
 from zoo.errors import ArgumentError, RecipeError
-from zoo.recipe import Recipe, flatten
+from zoo.recipe import Recipe, describe_values, flatten
 from zoo.workers import Job, JobResult, WorkerPool, check_workers, pick_workers, run_jobs
 
 OVERLAY = "overlay"
@@ -124,7 +123,7 @@ def ablate(recipe: Recipe, axes: Sequence[tuple[str, list[Any]]], seeds: int = 3
               f"runs under parent {parent.run_id}", flush=True)
         pending, counted = [], 0
         for cell, seed, cell_r in jobs:
-            label = f"{describe_cell(cell)} seed={seed}"
+            label = f"{describe_values(cell)} seed={seed}"
             if (cell_r.fingerprint, str(seed)) in done:
                 counted += 1
                 print(f"[{counted}/{total}] {label}: finished before, skipped", flush=True)

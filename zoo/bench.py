@@ -232,7 +232,7 @@ def _bare_fit(recipe, splits, fastest: bool) -> None:
 
     from zoo.models import model_for
     from zoo.optim import make_optimizer
-    from zoo.train import training_length
+    from zoo.recipe import training_length
 
     keras.utils.set_random_seed(recipe.seed)
     n, batch_size = splits.num_classes, recipe.data.batch_size

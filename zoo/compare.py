@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from zoo import mlflow_layout as layout
 from zoo.errors import ZooError
@@ -319,54 +318,20 @@ def _get_run(client, run_id: str):
 
 def learning_curves_plot(groups: Sequence[Group], keys: Sequence[str], path: Path,
                          metric: str = "val_accuracy") -> Path:
-    """Per configuration, the mean curve over seeds with a band of ± one std."""
-    import numpy as np
+    """Per configuration, the mean curve of `metric` over seeds with a band of ± one std."""
+    from zoo.plots import mean_curves
 
-    from zoo.plots import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for group in groups:
-        curves = [r.history.get(metric, []) for r in group.runs]
-        length = min((len(c) for c in curves), default=0)
-        if not length:
-            continue
-        values = np.array([c[:length] for c in curves])
-        mean, std = values.mean(axis=0), values.std(axis=0)
-        epochs = np.arange(1, length + 1)
-        ax.plot(epochs, mean, label=_label(group, keys))
-        ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{metric}: mean ± std over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return mean_curves({_label(g, keys): [r.history.get(metric, []) for r in g.runs]
+                        for g in groups}, path, metric)
 
 
 def bar_plot(groups: Sequence[Group], keys: Sequence[str], path: Path,
              metric: str = "test_accuracy") -> Path:
-    """The metric per configuration with error bars (± one std over seeds)."""
-    from zoo.plots import pyplot
+    """`metric` per configuration with error bars (± one std over seeds)."""
+    from zoo.plots import mean_bars
 
-    plt = pyplot()
-    stats_ = [mean_std(g.values(metric)) for g in groups]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) + 2), 4.2))
-    ax.bar(range(len(groups)), [m for m, _ in stats_], yerr=[s for _, s in stats_], capsize=4)
-    ax.set_xticks(range(len(groups)), [_label(g, keys, "\n") for g in groups], fontsize=7)
-    low = min(m - s for m, s in stats_)
-    ax.set_ylim(max(0.0, low - 0.05 * abs(low)), None)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: mean ± std over seeds")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return mean_bars({_label(g, keys, "\n"): mean_std(g.values(metric)) for g in groups},
+                     path, metric)
 
 
 def _label(group: Group, keys: Sequence[str], sep: str = ", ") -> str:
@@ -401,9 +366,3 @@ def compare(*, parent: str | None = None, experiment: str | None = None,
         client.set_tag(parent, layout.COMPARISON_COLUMNS, json.dumps(keys))
     return table, files
 
-
-def describe_cell(values: dict[str, Any]) -> str:
-    """`{"model.dropout": 0.3, "optimizer.learning_rate": 0.0012345}` ->
-    `dropout=0.3 learning_rate=0.001235`: run names and progress lines."""
-    return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
-                    f"{k.split('.')[-1]}={v}" for k, v in values.items())

@@ -156,40 +156,13 @@ def suggest(rates: list[float], smoothed: list[float]) -> tuple[float | None, fl
 
 def plot(result: LrFindResult, path: Path) -> Path:
     """Loss against learning rate (log axis), the suggestion and the lowest loss marked."""
-    from zoo.plots import pyplot
+    from zoo.plots import lr_range_test
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    rates = np.asarray(result.learning_rates)
-    ax.plot(rates, result.losses, color="0.75", linewidth=0.8, label="batch loss")
-    smoothed = np.asarray(result.smoothed)
-    ax.plot(rates[:len(smoothed)], smoothed, linewidth=1.8, label="smoothed")
-    finite = smoothed[np.isfinite(smoothed)]
-    raw = np.asarray(result.losses)
-    if finite.size:
-        # Show the fall and the start of the divergence, not the whole blow-up.
-        low = min(finite.min(), raw[np.isfinite(raw)].min())
-        top = min(finite.max(), 1.25 * max(finite[0], finite.min()))
-        ax.set_ylim(low - 0.05 * (top - low), top)
-    if result.min_loss_rate:
-        ax.axvline(result.min_loss_rate, color="0.5", linestyle=":", linewidth=1,
-                   label=f"lowest loss at {result.min_loss_rate:.1e}")
-    if result.suggested:
-        at = int(np.argmin(np.abs(np.log(rates) - math.log(result.suggested))))
-        ax.axvline(result.suggested, color="C3", linestyle="--", linewidth=1.2)
-        ax.plot([result.suggested], [smoothed[at]], "o", color="C3",
-                label=f"suggested {result.suggested:.1e} (steepest descent)")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{result.recipe.name}: learning-rate range test "
-                 f"({result.recipe.optimizer.name}, {len(result.learning_rates)} steps)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return lr_range_test(
+        result.learning_rates, result.losses, result.smoothed, path,
+        suggested=result.suggested, min_loss_rate=result.min_loss_rate,
+        title=f"{result.recipe.name}: learning-rate range test "
+              f"({result.recipe.optimizer.name}, {len(result.learning_rates)} steps)")
 
 
 def _log(result: LrFindResult, experiment: str) -> None:

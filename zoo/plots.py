@@ -1,5 +1,6 @@
-"""PNG figures: a run's learning curves and test confusion matrix, augmentation previews, and
-the training monitor's histograms, curves and filters."""
+"""Every PNG figure the zoo draws, from plain data: a run's learning curves and test confusion
+matrix, augmentation previews, comparisons over seeds, the learning-rate range test, and the
+training monitor's histograms, curves and filters."""
 
 from __future__ import annotations
 
@@ -235,5 +236,88 @@ def filters_before_after(before: np.ndarray, after: np.ndarray, path: Path, titl
                                                  loc="left")
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def mean_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: Path,
+                metric: str) -> Path:
+    """Per label, the mean of its curves (one per seed, cut to the shortest) with a band of
+    ± one std."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, runs in curves.items():
+        length = min((len(c) for c in runs), default=0)
+        if not length:
+            continue
+        values = np.array([c[:length] for c in runs])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        epochs = np.arange(1, length + 1)
+        ax.plot(epochs, mean, label=label)
+        ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{metric}: mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def mean_bars(stats: Mapping[str, tuple[float, float]], path: Path, metric: str) -> Path:
+    """One bar per label: (mean, std) over seeds, the std as an error bar."""
+    plt = pyplot()
+    labels, values = list(stats), list(stats.values())
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 2), 4.2))
+    ax.bar(range(len(labels)), [m for m, _ in values], yerr=[s for _, s in values], capsize=4)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    low = min(m - s for m, s in values)
+    ax.set_ylim(max(0.0, low - 0.05 * abs(low)), None)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean ± std over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def lr_range_test(rates: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                  path: Path, *, suggested: float | None, min_loss_rate: float | None,
+                  title: str) -> Path:
+    """Loss against learning rate (log axis): the raw and smoothed batch losses, the rate of
+    the lowest loss and the suggested rate marked."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    rates = np.asarray(rates)
+    ax.plot(rates, losses, color="0.75", linewidth=0.8, label="batch loss")
+    smoothed = np.asarray(smoothed)
+    ax.plot(rates[:len(smoothed)], smoothed, linewidth=1.8, label="smoothed")
+    finite = smoothed[np.isfinite(smoothed)]
+    raw = np.asarray(losses)
+    if finite.size:
+        # Show the fall and the start of the divergence, not the whole blow-up.
+        low = min(finite.min(), raw[np.isfinite(raw)].min())
+        top = min(finite.max(), 1.25 * max(finite[0], finite.min()))
+        ax.set_ylim(low - 0.05 * (top - low), top)
+    if min_loss_rate:
+        ax.axvline(min_loss_rate, color="0.5", linestyle=":", linewidth=1,
+                   label=f"lowest loss at {min_loss_rate:.1e}")
+    if suggested:
+        at = int(np.argmin(np.abs(np.log(rates) - math.log(suggested))))
+        ax.axvline(suggested, color="C3", linestyle="--", linewidth=1.2)
+        ax.plot([suggested], [smoothed[at]], "o", color="C3",
+                label=f"suggested {suggested:.1e} (steepest descent)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -419,6 +420,22 @@ class Recipe(_Section):
         for key, value in items:
             _set_dotted(raw, key, value)
         return validate(raw, source=self._source, override_keys={key for key, _ in items})
+
+
+def training_length(recipe: Recipe, train_examples: int) -> tuple[int, int]:
+    """(epochs, batches per epoch) for a training split of `train_examples`;
+    `training.steps`, when set, wins over `training.epochs`."""
+    steps_per_epoch = math.ceil(train_examples / recipe.data.batch_size)
+    steps = recipe.training.steps
+    epochs = math.ceil(steps / steps_per_epoch) if steps else recipe.training.epochs
+    return epochs, steps_per_epoch
+
+
+def describe_values(values: Mapping[str, Any]) -> str:
+    """Recipe values by their last key: `{"model.dropout": 0.3, "optimizer.learning_rate":
+    0.0012345}` -> `dropout=0.3 learning_rate=0.001235`, for run names and progress lines."""
+    return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
+                    f"{k.split('.')[-1]}={v}" for k, v in values.items())
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import tempfile
@@ -22,8 +21,8 @@ from zoo.data import Splits, load_dataset
 from zoo.data.pipeline import training_dataset
 from zoo.errors import TrainingError
 from zoo.execution import Policy, seed_everything
-from zoo.files import atomic_path
-from zoo.recipe import Recipe
+from zoo.model_files import save_model_atomically, weights_sha256
+from zoo.recipe import Recipe, training_length
 from zoo.schedules import LearningRateController, make_schedule
 
 
@@ -82,14 +81,6 @@ class Prepared:
         return (f"{device}, XLA {'on' if self.model.jit_compile else 'off'}, "
                 f"{self.model.steps_per_execution} steps per call, "
                 f"TF op determinism {determinism}, intra-op threads {threads}")
-
-
-def training_length(recipe: Recipe, train_examples: int) -> tuple[int, int]:
-    """(epochs, batches per epoch); `training.steps`, when set, wins over `training.epochs`."""
-    steps_per_epoch = math.ceil(train_examples / recipe.data.batch_size)
-    steps = recipe.training.steps
-    epochs = math.ceil(steps / steps_per_epoch) if steps else recipe.training.epochs
-    return epochs, steps_per_epoch
 
 
 def prepare(recipe: Recipe) -> Prepared:
@@ -288,22 +279,6 @@ def _log_artifacts(run, prepared: Prepared, history, model_path: Path, predicted
         for name in names:
             run.log_artifact(folder / name)
     run.log_artifact(model_path, "model")
-
-
-def save_model_atomically(model, path: Path) -> None:
-    """Never a half-written model: Keras writes a temporary file that is then renamed."""
-    with atomic_path(path, suffix=".tmp.keras") as tmp:
-        model.save(tmp)
-
-
-def weights_sha256(model) -> str:
-    """sha256 over every weight's path, shape and values: equal iff the trained weights are."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        values = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
-        digest.update(f"{weight.path}:{values.dtype}:{values.shape};".encode())
-        digest.update(values.tobytes())
-    return digest.hexdigest()
 
 
 def _model_path(recipe: Recipe, model_dir: Path | None) -> Path:

@@ -21,10 +21,9 @@ import yaml
 
 from zoo import mlflow_layout as layout
 from zoo import paths, tracking
-from zoo.compare import describe_cell
 from zoo.errors import ArgumentError, ZooError
 from zoo.files import write_text_atomically
-from zoo.recipe import Recipe, validate
+from zoo.recipe import Recipe, describe_values, validate
 from zoo.train import prepare, train
 
 EDGE_FRACTION = 0.05  # a best value this close to a range end (in sampling units) is "at the edge"
@@ -127,7 +126,7 @@ class ZooTuner(kt.Tuner):
                 continue
             result = train(
                 run_recipe, verbose=0, parent_run_id=self.parent_run_id,
-                run_name=f"trial {trial.trial_id} " + describe_cell(shown),
+                run_name=f"trial {trial.trial_id} " + describe_values(shown),
                 tags={layout.TRIAL_ID: trial.trial_id, layout.EXECUTION: execution,
                       **{layout.TRIAL_VALUE_PREFIX + k: v for k, v in shown.items()}},
                 plots=False,
@@ -148,7 +147,7 @@ class ZooTuner(kt.Tuner):
         best = max([*scores, score]) if objective.direction == "max" else min([*scores, score])
         elapsed = time.monotonic() - self.started
         total = self.recipe.tune.max_trials if self.recipe.tune.algorithm != "hyperband" else "?"
-        print(f"trial {int(trial_id) + 1}/{total}  {describe_cell(values)}  "
+        print(f"trial {int(trial_id) + 1}/{total}  {describe_values(values)}  "
               f"{objective.name} {score:.4f}  "
               f"best {best:.4f}  elapsed {elapsed:.0f} s", flush=True)
 
