@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from zoo import paths
-from zoo.augment import AugmentationOp, check_ops_fit
+from zoo.augment_ops import AugmentationOp, check_ops_fit
 from zoo.errors import RecipeError, UnknownNameError, ZooDeprecation
 
 # Keys that label a run, drive a search or only observe the training rather than configure it;
