@@ -1,0 +1,37 @@
+"""`zoo build-zoo`: train the zoo entries over seeds and ship one of each."""
+
+from __future__ import annotations
+
+from zoo.cli import arguments
+from zoo.cli.listing import pretrained_listing
+
+
+def add(commands) -> None:
+    """Add the command to the `zoo` parser's subcommands."""
+    build = arguments.command(
+        commands, "build-zoo", summary="train the zoo entries over seeds, ship one each",
+        description="Train every zoo entry (or the NAMEs given) over seeds 0 .. N-1, ship the "
+        "seed with the best validation accuracy to zoo/pretrained/, and update the manifest "
+        "and the README's table (make zoo).",
+        examples=["zoo build-zoo", "zoo build-zoo mnist1d/cnn_paper digits/mlp --workers 2"])
+    build.add_argument("names", nargs="*", metavar="NAME",
+                       help="entries to (re)build (default: all; zoo list pretrained)")
+    build.add_argument("--seeds", type=int, default=3,
+                       help="seeds 0 .. N-1 per entry (default: 3)")
+    arguments.workers_argument(build, "entry and seed")
+    build.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    """Run the command; returns its exit status."""
+    from zoo import paths
+    from zoo.pretrained.build import ENTRIES, build_zoo, update_readme
+
+    manifest = build_zoo(args.names or tuple(ENTRIES), seeds=tuple(range(args.seeds)),
+                         workers=args.workers)
+    readme = paths.project_root() / "README.md"
+    if readme.exists() and update_readme(manifest, readme):
+        print(f"zoo: updated the zoo table in {readme}")
+    for line in pretrained_listing():
+        print(line)
+    return 0
