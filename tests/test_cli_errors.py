@@ -89,6 +89,9 @@ def test_the_zoos_deprecations_print_on_one_line_like_its_errors(capsys):
     from zoo.errors import ZooDeprecation
 
     assert cli.main(["list", "datasets"]) == 0
+    installed = warnings.formatwarning
+    assert cli.main(["list", "datasets"]) == 0
+    assert warnings.formatwarning is installed  # once per process, not a wrapper per call
     assert warnings.formatwarning("x is now y", ZooDeprecation, "f.py", 1) == (
         "zoo: warning: x is now y\n")
     assert "f.py:1" in warnings.formatwarning("other", UserWarning, "f.py", 1)

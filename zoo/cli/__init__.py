@@ -73,11 +73,15 @@ def _print_deprecations_on_one_line() -> None:
     from zoo.errors import ZooDeprecation
 
     python_format = warnings.formatwarning
+    if getattr(python_format, "zoo_one_line", False):  # installed by an earlier `main`
+        return
 
     def formatted(message, category, filename, lineno, line=None):
         if issubclass(category, ZooDeprecation):
             return f"zoo: warning: {message}\n"
         return python_format(message, category, filename, lineno, line)
+
+    formatted.zoo_one_line = True
 
     warnings.formatwarning = formatted
 
