@@ -10,6 +10,7 @@ import warnings
 import pytest
 from scipy import stats
 
+from zoo import mlflow_layout
 from zoo.ablate import ablate, cells, parse_axis
 from zoo.compare import (
     FEW_RUNS,
@@ -288,7 +289,7 @@ def test_parent_without_finished_children_names_the_parent(mlflow_client):
     parent = mlflow_client.create_run(experiment).info.run_id
     with pytest.raises(ZooError, match=f"parent run '{parent}'.*found: no runs"):
         load_runs(parent=parent)
-    child = mlflow_client.create_run(experiment, tags={tracking.PARENT_TAG: parent}).info.run_id
+    child = mlflow_client.create_run(experiment, tags={mlflow_layout.PARENT: parent}).info.run_id
     mlflow_client.set_terminated(child, "FAILED")
     with pytest.raises(ZooError, match=f"parent run '{parent}'.*found: 1 FAILED"):
         load_runs(parent=parent)

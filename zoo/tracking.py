@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 from zoo import mlflow_layout as layout
 from zoo import paths
 
-PARENT_TAG = layout.PARENT
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call
 
 
@@ -205,7 +204,7 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
     mlflow_client = client()
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
-        all_tags[PARENT_TAG] = parent_run_id
+        all_tags[layout.PARENT] = parent_run_id
     if resume_run_id:
         mlflow_client.update_run(resume_run_id, status="RUNNING")
         run = TrackedRun(mlflow_client, mlflow_client.get_run(resume_run_id))
@@ -243,7 +242,7 @@ def child_runs(mlflow_client, parent_run_id: str) -> list:
     experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id
     return mlflow_client.search_runs(
         [experiment_id], max_results=5000,
-        filter_string=f"tags.{PARENT_TAG} = '{parent_run_id}'")
+        filter_string=f"tags.{layout.PARENT} = '{parent_run_id}'")
 
 
 def environment_tags() -> dict[str, str]:

@@ -191,8 +191,8 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
             "run with --overwrite to start afresh, or set MLFLOW_TRACKING_URI to the store it "
             "was recorded in")
     workers = _pick_workers(recipe, workers)
-    splits_name = experiment_name(recipe)
-    with tracking.start_run(splits_name, f"tune {recipe.name}", {
+    experiment = layout.experiment_for(recipe.data.dataset)
+    with tracking.start_run(experiment, f"tune {recipe.name}", {
         layout.RECIPE: recipe.name, layout.FINGERPRINT: recipe.fingerprint,
         layout.TUNE_ALGORITHM: recipe.tune.algorithm,
     }, resume_run_id=state.get("parent_run_id")) as parent:
@@ -235,11 +235,6 @@ def make_tuner(recipe: Recipe, folder: Path, parent_run_id: str | None) -> ZooTu
     runs nest under `parent_run_id`."""
     return ZooTuner(recipe, parent_run_id, oracle=_oracle(recipe), directory=str(folder.parent),
                     project_name=folder.name, overwrite=False)
-
-
-def experiment_name(recipe: Recipe) -> str:
-    """The MLflow experiment of a recipe: its data set's (`zoo.mlflow_layout`)."""
-    return layout.experiment_for(recipe.data.dataset)
 
 
 def _oracle(recipe: Recipe):

@@ -29,6 +29,7 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
+    from zoo import mlflow_layout as layout
     from zoo.lr_find import lr_find
     from zoo.recipe import load_recipe
 
@@ -48,5 +49,6 @@ def handle(args) -> int:
         print(f"note           {note}")
     print(f"plot           {result.plot_path}")
     if result.run_id:
-        print(f"mlflow run     {result.run_id} (experiment {recipe.data.dataset})")
+        experiment = layout.experiment_for(recipe.data.dataset)
+        print(f"mlflow run     {result.run_id} (experiment {experiment})")
     return 0 if result.suggested is not None else 1

@@ -28,6 +28,7 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
+    from zoo import mlflow_layout as layout
     from zoo.recipe import load_recipe
     from zoo.train import train
 
@@ -40,8 +41,8 @@ def handle(args) -> int:
     print(f"test_loss      {result.test_loss:.4f}")
     print(f"epochs         {result.epochs} in {result.seconds:.1f} s")
     if result.run_id:
-        print(f"mlflow run     {result.run_id} (experiment {recipe.data.dataset}; "
-              "browse with `make ui`)")
+        experiment = layout.experiment_for(recipe.data.dataset)
+        print(f"mlflow run     {result.run_id} (experiment {experiment}; browse with `make ui`)")
     print(f"model          {result.model_path}")
     if args.json:
         print(json.dumps(result.summary()))
