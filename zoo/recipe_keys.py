@@ -9,14 +9,12 @@ cannot drift from what the loader accepts: `zoo list keys` prints it as a text t
 
 from __future__ import annotations
 
-import inspect
 import itertools
-import re
 import shutil
 import sys
 import textwrap
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -197,7 +195,7 @@ def _builder_argument_rows(specs: list[ModelSpec]) -> Iterator[KeyRow]:
                                  for f in fields.values()}), " or ")
         default = _grouped(_by_value({name: _default_text(f.default)
                                       for name, f in fields.items()}), _DEFAULTS_SEPARATOR)
-        documented = {spec.name: _documented_args(spec.builder).get(argument) for spec in by}
+        documented = {spec.name: spec.arg_docs.get(argument) for spec in by}
         texts = _by_value({name: _sentence(text) for name, text in documented.items() if text})
         if len(texts) == 1:  # every builder says the same: one sentence, no builder names
             texts = {text[:1].upper() + text[1:]: names for text, names in texts.items()}
@@ -322,27 +320,6 @@ def _without_repeated_default(description: str, default: str) -> str:
     if description.endswith(repeated):
         return description[: -len(repeated)].rstrip()
     return description
-
-
-def _documented_args(function: Callable[..., Any]) -> dict[str, str]:
-    """A Google-style docstring's `Args:` entries, each joined onto one line."""
-    lines = (inspect.getdoc(function) or "").splitlines()
-    if "Args:" not in lines:
-        return {}
-    entries: dict[str, str] = {}
-    indent, current = None, None
-    for line in lines[lines.index("Args:") + 1:]:
-        if not line.strip() or not line.startswith(" "):
-            break  # a blank line or the next section (Returns:) ends the arguments
-        depth = len(line) - len(line.lstrip())
-        indent = depth if indent is None else indent
-        entry = re.match(r"(\w+)(?: \([^)]*\))?: ?(.*)", line.strip())
-        if depth == indent and entry:
-            current = entry[1]
-            entries[current] = entry[2]
-        elif current is not None:
-            entries[current] += " " + line.strip()
-    return entries
 
 
 def _by_value(per_builder: dict[str, str]) -> dict[str, list[str]]:

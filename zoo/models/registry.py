@@ -15,6 +15,7 @@ before anything trains, and the builder runs the same check when it builds.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,12 +46,14 @@ class ArgumentError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered builder: its name, its function, the pydantic model of its keyword arguments
-    (the recipe's `model.*` keys), the first line of its docstring and its optional `check`."""
+    (the recipe's `model.*` keys), the first line of its docstring, the docstring's text of
+    each argument (its `Args:` section) and its optional `check`."""
 
     name: str
     builder: Builder
     args_model: type[BaseModel]
     summary: str
+    arg_docs: dict[str, str]
     check: ArgumentCheck | None = None
 
     @property
@@ -101,7 +104,8 @@ def register_model(builder: Builder | None = None, *, name: str | None = None,
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is registered already (by {_REGISTRY[key].builder})")
-        _REGISTRY[key] = ModelSpec(key, fn, _args_model(key, fn), _summary(fn), check)
+        _REGISTRY[key] = ModelSpec(key, fn, _args_model(key, fn), _summary(fn),
+                                   _argument_docs(fn), check)
         return fn
 
     return decorate(builder) if builder is not None else decorate
@@ -141,3 +145,24 @@ def _args_model(key: str, fn: Builder) -> type[BaseModel]:
 def _summary(fn: Builder) -> str:
     doc = inspect.getdoc(fn) or ""
     return doc.splitlines()[0] if doc else ""
+
+
+def _argument_docs(function: Builder) -> dict[str, str]:
+    """A Google-style docstring's `Args:` entries, each joined onto one line."""
+    lines = (inspect.getdoc(function) or "").splitlines()
+    if "Args:" not in lines:
+        return {}
+    entries: dict[str, str] = {}
+    indent, current = None, None
+    for line in lines[lines.index("Args:") + 1:]:
+        if not line.strip() or not line.startswith(" "):
+            break  # a blank line or the next section (Returns:) ends the arguments
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        entry = re.match(r"(\w+)(?: \([^)]*\))?: ?(.*)", line.strip())
+        if depth == indent and entry:
+            current = entry[1]
+            entries[current] = entry[2]
+        elif current is not None:
+            entries[current] += " " + line.strip()
+    return entries
