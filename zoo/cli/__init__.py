@@ -32,7 +32,7 @@ from zoo.cli import (
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-INTERNAL_COMMANDS = ("tune-role", "jobs-role")
+INTERNAL_COMMANDS = roles.NAMES
 
 # In the order `zoo --help` lists them.
 PUBLIC_COMMANDS = (train, tune, ablate, compare, gradcheck, sanity, lr_find, server,
