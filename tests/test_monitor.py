@@ -91,7 +91,33 @@ def test_monitored_run_logs_metrics_tags_and_figures(mlflow_client, model_dir):
     assert run.data.tags["monitor.warnings"].isdigit()
     artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id, "monitor")}
     assert artifacts == {f"monitor/{name}" for name in (
-        "warnings.txt", "activations.png", "gradients.png", "curves.png", "filters.png")}
+        "warnings.txt", "statistics.csv", "activations.png", "gradients.png", "curves.png",
+        "filters.png")}
+    for name in ("activations.png", "curves.png", "filters.png"):  # drawn in a child process
+        png = Path(mlflow_client.download_artifacts(result.run_id, f"monitor/{name}"))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_mlflow_gets_at_most_max_points_and_the_csv_every_epoch(mlflow_client, model_dir,
+                                                                  monkeypatch):
+    import csv
+
+    from zoo.monitor import callback
+
+    monkeypatch.setattr(callback, "MAX_LOGGED_POINTS", 2)
+    recipe = _recipe("digits/mlp", "training.epochs=5", "model.widths=[16]",
+                     "monitor.enabled=true")
+    result = train(recipe, verbose=0, model_dir=model_dir)
+    history = mlflow_client.get_metric_history(result.run_id, "monitor/block1_dense/grad_norm")
+    # 5 monitored epochs into at most 2 points: every 3rd, and the last.
+    assert [m.step for m in history] == [3, 5]
+    table = Path(mlflow_client.download_artifacts(result.run_id, "monitor/statistics.csv"))
+    rows = list(csv.DictReader(table.open()))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4", "5"]
+    logged = {m.step: m.value for m in history}
+    for row in rows:
+        if int(row["epoch"]) in logged:
+            assert float(row["monitor/block1_dense/grad_norm"]) == logged[int(row["epoch"])]
 
 
 def test_every_n_epochs(mlflow_client, model_dir):

@@ -52,3 +52,56 @@ def test_a_failed_batch_is_raised_and_the_run_still_ends(mlflow_client, monkeypa
             run.log_epoch({"loss": 0.5}, step=1)
             run_id = run.run_id
     assert mlflow_client.get_run(run_id).info.status != "RUNNING"
+
+
+class _Pending:
+    """Files still being made, as `zoo.plots.FiguresAside` offers them."""
+
+    def __init__(self, paths, error=None):
+        self.paths, self.error = paths, error
+        self.waited = self.closed = False
+
+    def wait(self):
+        self.waited = True
+        if self.error:
+            raise self.error
+        return self.paths
+
+    def close(self):
+        self.closed = True
+
+
+def test_files_made_later_are_uploaded_as_the_run_ends(mlflow_client, tmp_path):
+    figure = tmp_path / "curves.png"
+    figure.write_bytes(b"png")
+    pending = _Pending([figure])
+    with tracking.start_run("tracking-test", "later") as run:
+        run.log_artifacts_later(pending, "monitor")
+        assert not pending.waited
+    assert pending.waited and pending.closed
+    assert [a.path for a in mlflow_client.list_artifacts(run.run_id, "monitor")] == [
+        "monitor/curves.png"]
+
+
+def test_a_stopped_run_does_not_wait_and_a_failed_one_keeps_its_own_error(mlflow_client,
+                                                                          tmp_path):
+    stopped = _Pending([])
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run("tracking-test", "stopped") as run:
+            run.log_artifacts_later(stopped)
+            raise KeyboardInterrupt
+    assert not stopped.waited and stopped.closed
+    assert mlflow_client.get_run(run.run_id).info.status == "KILLED"
+
+    broken = _Pending([], error=RuntimeError("figure failed"))
+    with pytest.raises(ValueError, match="the run's own error"):
+        with tracking.start_run("tracking-test", "failed") as run:
+            run.log_artifacts_later(broken)
+            raise ValueError("the run's own error")
+    assert broken.waited and broken.closed
+    assert mlflow_client.get_run(run.run_id).info.status == "FAILED"
+
+    with pytest.raises(RuntimeError, match="figure failed"):
+        with tracking.start_run("tracking-test", "finished") as run:
+            run.log_artifacts_later(_Pending([], error=RuntimeError("figure failed")))
+    assert mlflow_client.get_run(run.run_id).info.status == "FINISHED"

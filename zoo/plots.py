@@ -5,7 +5,7 @@ training monitor's histograms, curves and filters."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +321,67 @@ def lr_range_test(rates: Sequence[float], losses: Sequence[float], smoothed: Seq
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+class FiguresAside:
+    """Figures drawn in a forked child process while this one goes on; `wait()` returns their
+    paths.
+
+    A run's figures cost a few tenths of a second of matplotlib, which holds Python's lock: on
+    a thread they would stall the work that follows (evaluation, saving, logging) as long. A
+    fork shares the data without copying it and draws on another core. Where there is no fork
+    (Windows, macOS's default), or the child fails or hangs, `wait()` draws them here instead,
+    so that an error surfaces where it can be read.
+
+    Args:
+        jobs: path -> a callable that draws the figure into the path it is given; from plain
+            data only (the child must not touch TensorFlow, whose threads it has not got).
+        folder: a folder that `close()` removes (where the figures were drawn).
+        timeout: seconds `wait()` gives the child before drawing here.
+    """
+
+    def __init__(self, jobs: Mapping[Path, Callable[[Path], object]], *,
+                 folder: Path | None = None, timeout: float = 120.0):
+        import multiprocessing
+
+        self.jobs = dict(jobs)
+        self.folder = folder
+        self.timeout = timeout
+        self._child = None
+        if self.jobs and "fork" in multiprocessing.get_all_start_methods():
+            pyplot()  # imported here, not in the child: a thread may hold the import lock
+            self._child = multiprocessing.get_context("fork").Process(
+                target=_draw_in_child, args=(self.jobs,), name="zoo-figures", daemon=True)
+            self._child.start()
+
+    def wait(self) -> list[Path]:
+        """Wait for the child; the figures' paths, in the order of `jobs`."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.join(self.timeout)
+            if child.exitcode == 0:
+                return list(self.jobs)
+            child.kill()
+            child.join()
+        for path, draw in self.jobs.items():
+            draw(path)
+        return list(self.jobs)
+
+    def close(self) -> None:
+        """Stop the child if it still runs, and remove `folder`."""
+        import shutil
+
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+            child.join()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _draw_in_child(jobs: Mapping[Path, Callable[[Path], object]]) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child, not a handler of ours
+    for path, draw in jobs.items():
+        draw(path)

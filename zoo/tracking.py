@@ -111,6 +111,7 @@ class TrackedRun:
         self._last_flush = time.monotonic()
         self._sender = None  # a one-thread executor, created with the first batch
         self._sent: list = []  # futures of batches not yet known to have arrived
+        self._pending_artifacts: list = []  # (files still being made, artifact folder)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params now; values other than strings as JSON, cut to MLflow's 6,000 characters."""
@@ -183,11 +184,40 @@ class TrackedRun:
         given)."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def close(self, status: str) -> None:
-        """End the run with `status` (FINISHED, FAILED or KILLED) once the buffered metrics have
-        been sent; a failed batch's error is raised after the run has ended."""
+    def log_artifacts_later(self, pending, artifact_path: str | None = None) -> None:
+        """Upload files that are still being made, into folder `artifact_path`, as the run
+        ends. `pending` (a `zoo.plots.FiguresAside`) has `wait()`, which returns the files'
+        paths, and `close()`, which stops their making and removes what is left."""
+        self._pending_artifacts.append((pending, artifact_path))
+
+    def _log_pending_artifacts(self, status: str) -> None:
+        """Wait for and upload the files still being made, unless the run was stopped (KILLED:
+        the user wants out). A failed run keeps them, but their own error must not hide the
+        one that failed it."""
+        pending, self._pending_artifacts = self._pending_artifacts, []
         try:
-            self.flush()
+            for files, artifact_path in pending:
+                if status == "KILLED":
+                    break
+                try:
+                    for path in files.wait():
+                        self.log_artifact(path, artifact_path)
+                except Exception:
+                    if status == "FINISHED":
+                        raise
+        finally:
+            for files, _ in pending:
+                files.close()
+
+    def close(self, status: str) -> None:
+        """End the run with `status` (FINISHED, FAILED or KILLED) once the files still being
+        made are uploaded and the buffered metrics sent; a failed upload's or batch's error is
+        raised after the run has ended."""
+        try:
+            try:
+                self._log_pending_artifacts(status)
+            finally:
+                self.flush()
         finally:
             self.client.set_terminated(self.run_id, status)
 

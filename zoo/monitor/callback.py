@@ -23,6 +23,10 @@ from zoo.monitor import policy
 from zoo.monitor.probe import Probe
 
 PROBE_EXAMPLES = 128
+# MLflow gets at most this many points of each monitor metric (every k-th monitored epoch, and
+# the last): a chart shows no more, and each value costs MLflow's SQL store about 0.1 ms of
+# Python while training runs. Every epoch's values go to `monitor/statistics.csv`.
+MAX_LOGGED_POINTS = 100
 
 
 def _timed(hook):
@@ -100,6 +104,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.probe = Probe(self.model, self.x_probe, self.y_probe)
         self._pending = None  # the probe of the last monitored epoch, still to be read
         self._last_epoch = 0
+        monitored = ((self.params or {}).get("epochs") or 1) // self.every
+        self._log_stride = max(1, math.ceil(monitored / MAX_LOGGED_POINTS))
         self._first_conv = next((layer for layer in self.probe.kernel_layers
                                  if isinstance(layer, keras.layers.Conv2D)), None)
         self._filters_before = _numpy(self._first_conv.kernel) if self._first_conv else None
@@ -146,7 +152,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         started = time.perf_counter()
         self._epoch_ended.set()  # a run stopped before its first epoch ended
         try:
-            self._read_probe()
+            self._read_probe(last=True)
         finally:
             if self._prober is not None:
                 self._prober.shutdown(wait=True)
@@ -189,8 +195,9 @@ class TrainingMonitor(keras.callbacks.Callback):
                                              probe_examples=self.probe.examples,
                                              policy=self.health)
 
-    def _read_probe(self) -> None:
-        """Wait for the pending probe, if any; record and log what it measured and found."""
+    def _read_probe(self, last: bool = False) -> None:
+        """Wait for the pending probe, if any; record and log what it measured and found
+        (MLflow gets every `_log_stride`-th monitored epoch, and the `last`)."""
         if self._before_job is not None:  # it reads the snapshot, which is about to change
             self._samples_before, self._before_job = self._before_job.result(), None
         if self._pending is None:
@@ -202,37 +209,43 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.history.setdefault(key, []).append((step, value))
         for finding in found:
             self.warnings.add(finding, step)
-        if self.run is not None:
+        if self.run is not None and (last or (step // self.every) % self._log_stride == 0):
             self.run.log_epoch({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
 
     # ---------------------------------------------------------------------------- figures
     def _log_figures(self, summary: str) -> None:
+        """Log the warnings now and the figures as the run ends: they are drawn in a child
+        process meanwhile (`zoo.plots.FiguresAside`), while evaluation and saving go on."""
         from zoo import plots
 
         self.probe.copy()  # the weights as training left them (early stopping may restore some)
         before, after = self._samples_before, self.probe.samples()
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            files = [folder / "warnings.txt"]
-            files[0].write_text("\n".join([*self.warnings.seen.values(), summary]) + "\n")
-            if after.activations:
-                files.append(plots.before_after_histograms(
-                    before.activations, after.activations, folder / "activations.png",
-                    f"{self.title}: activations on the probe batch", log_magnitude=False))
-            if after.gradients:
-                files.append(plots.before_after_histograms(
-                    before.gradients, after.gradients, folder / "gradients.png",
-                    f"{self.title}: kernel gradients on the probe batch", log_magnitude=True))
-            if self.history:
-                files.append(plots.monitor_curves(
-                    self.history, folder / "curves.png", self.title,
-                    update_bounds=(self.health.update_ratio_low, self.health.update_ratio_high)))
-            if self._first_conv is not None:
-                files.append(plots.filters_before_after(
-                    self._filters_before, _numpy(self._first_conv.kernel),
-                    folder / "filters.png", f"{self.title}: {self._first_conv.name} filters"))
-            for path in files:
-                self.run.log_artifact(path, "monitor")
+        folder = Path(tempfile.mkdtemp(prefix="zoo-monitor-"))
+        (folder / "warnings.txt").write_text("\n".join([*self.warnings.seen.values(), summary])
+                                             + "\n")
+        self.run.log_artifact(folder / "warnings.txt", "monitor")
+        if self.history:
+            _write_statistics(self.history, folder / "statistics.csv")
+            self.run.log_artifact(folder / "statistics.csv", "monitor")
+        jobs = {}
+        if after.activations:
+            jobs[folder / "activations.png"] = functools.partial(
+                plots.before_after_histograms, before.activations, after.activations,
+                title=f"{self.title}: activations on the probe batch", log_magnitude=False)
+        if after.gradients:
+            jobs[folder / "gradients.png"] = functools.partial(
+                plots.before_after_histograms, before.gradients, after.gradients,
+                title=f"{self.title}: kernel gradients on the probe batch", log_magnitude=True)
+        if self.history:
+            jobs[folder / "curves.png"] = functools.partial(
+                plots.monitor_curves, self.history, title=self.title,
+                update_bounds=(self.health.update_ratio_low, self.health.update_ratio_high))
+        if self._first_conv is not None:
+            jobs[folder / "filters.png"] = functools.partial(
+                plots.filters_before_after, self._filters_before,
+                _numpy(self._first_conv.kernel),
+                title=f"{self.title}: {self._first_conv.name} filters")
+        self.run.log_artifacts_later(plots.FiguresAside(jobs, folder=folder), "monitor")
 
 
 def monitor_for(prepared, run) -> TrainingMonitor:
@@ -246,6 +259,24 @@ def monitor_for(prepared, run) -> TrainingMonitor:
                            steps_per_epoch=prepared.steps_per_epoch, run=run,
                            base_learning_rate=recipe.optimizer.learning_rate,
                            title=recipe.name, print_fn=lambda line: print(line, flush=True))
+
+
+def _write_statistics(history: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """Every monitored epoch's metrics as CSV: a column per `monitor/<layer>/<metric>`, a row
+    per epoch (empty where a metric has no value, such as an update ratio of a zero kernel)."""
+    import csv
+
+    by_epoch: dict[int, dict[str, float]] = {}
+    for key, points in history.items():
+        for epoch, value in points:
+            by_epoch.setdefault(epoch, {})[key] = value
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", *history])
+        for epoch in sorted(by_epoch):
+            values = by_epoch[epoch]
+            writer.writerow([epoch, *(repr(values[key]) if key in values else ""
+                                      for key in history)])
 
 
 def _numpy(variable) -> np.ndarray:
