@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zoo import augment as aug
-from zoo.augment import IMAGE_OPS, SEQUENCE_OPS, augment_batch, augment_dataset, preview
+from zoo.data import augment as aug
 from zoo.data import load_dataset, make_dataset
+from zoo.data.augment import IMAGE_OPS, SEQUENCE_OPS, augment_batch, augment_dataset, preview
 from zoo.errors import RecipeError
 from zoo.recipe import load_recipe
-from zoo.train import train
+from zoo.training.trainer import train
 
 RECIPE_FOR = {"digits": "digits/cnn", "mnist1d": "mnist1d/cnn_plain"}
 ALL_OPS = [*[(op, "digits") for op in IMAGE_OPS], *[(op, "mnist1d") for op in SEQUENCE_OPS]]
@@ -306,7 +306,7 @@ def test_augment_dataset_refuses_unbatched_examples():
 
 
 def test_each_epoch_draws_new_augmentations_deterministically():
-    from zoo.execution import seed_everything
+    from zoo.training.execution import seed_everything
 
     splits = load_dataset("mnist1d", 0.1)
     ops = _ops("mnist1d/cnn_plain", "[{op: noise}]")

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import run_count
 from zoo import cli
 from zoo.recipe import load_recipe
-from zoo.tune import TuneStateError, _signature, tune
+from zoo.workflows.tune import TuneStateError, _signature, tune
 
 SPACE = ("tune.space={optimizer.learning_rate: {type: float, min: 1.0e-3, max: 1.0e-1, "
          "sampling: log}}")

@@ -127,8 +127,8 @@ def _check_names(args: argparse.Namespace) -> None:
     from zoo.pretrained import manifest_entry
 
     if hasattr(args, "recipe"):
-        from zoo.ablate import OVERLAY, overlay_overrides, parse_axis
         from zoo.recipe import load_recipe
+        from zoo.workflows.ablate import OVERLAY, overlay_overrides, parse_axis
 
         path = args.recipe
         if path.endswith(".yaml"):  # relative to the project, where the examples run

@@ -11,8 +11,10 @@ import pytest
 from scipy import stats
 
 from zoo import mlflow_layout
-from zoo.ablate import ablate, cells, parse_axis
-from zoo.compare import (
+from zoo.errors import RecipeError, ZooError
+from zoo.recipe import load_recipe
+from zoo.workflows.ablate import ablate, cells, parse_axis
+from zoo.workflows.compare import (
     FEW_RUNS,
     NO_VARIANCE,
     Group,
@@ -26,8 +28,6 @@ from zoo.compare import (
     mean_std,
     welch,
 )
-from zoo.errors import RecipeError, ZooError
-from zoo.recipe import load_recipe
 
 
 def record(run_id, fingerprint, acc, **params):
@@ -260,7 +260,7 @@ def test_ablate_runs_the_grid_once_and_resumes(mlflow_client, tmp_path):
 
 
 def test_overlay_axis(mlflow_store):
-    from zoo.ablate import cell_recipe
+    from zoo.workflows.ablate import cell_recipe
 
     recipe = load_recipe("mnist1d/cnn_plain")
     with_overlay = cell_recipe(recipe, {"overlay": "aug_shift_noise"}, seed=0)

@@ -32,7 +32,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 from zoo.recipe import load_recipe
-from zoo.train import train
+from zoo.training.trainer import train
 cases = json.loads(sys.argv[1])
 out = {}
 for key, (name, overrides) in cases.items():

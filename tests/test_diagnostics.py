@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 
 from zoo import cli
-from zoo.diagnostics import float64, gradcheck, relative_error, sanity
 from zoo.errors import ArgumentError
-from zoo.lr_find import lr_find, suggest
 from zoo.recipe import load_recipe
+from zoo.workflows.diagnostics import float64, gradcheck, relative_error, sanity
+from zoo.workflows.lr_find import lr_find, suggest
 
 
 # Richardson-extrapolated centered differences, measured away from kinks, agree with the
@@ -88,8 +88,8 @@ def test_gradcheck_catches_a_wrong_gradient():
 
 
 def test_gradcheck_command_exits_non_zero_on_a_wrong_tensor(monkeypatch, capsys):
-    from zoo import diagnostics
-    from zoo.diagnostics import TensorCheck
+    from zoo.workflows import diagnostics
+    from zoo.workflows.diagnostics import TensorCheck
 
     def checks(recipe, regularized):
         yield TensorCheck("good/kernel", 1e-9, samples=6, kinks=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from zoo.execution import quiet_expected_retracing
+from zoo.training.execution import quiet_expected_retracing
 
 
 def test_expected_retracing_warnings_are_dropped_and_others_kept():

@@ -10,7 +10,7 @@ import pytest
 
 from zoo.errors import RecipeError
 from zoo.recipe import load_recipe
-from zoo.train import train
+from zoo.training.trainer import train
 
 MONITOR = ["monitor.enabled=true"]
 
@@ -102,7 +102,7 @@ def test_mlflow_gets_at_most_max_points_and_the_csv_every_epoch(mlflow_client, m
                                                                   monkeypatch):
     import csv
 
-    from zoo.monitor import callback
+    from zoo.training.monitor import callback
 
     monkeypatch.setattr(callback, "MAX_LOGGED_POINTS", 2)
     recipe = _recipe("digits/mlp", "training.epochs=5", "model.widths=[16]",
@@ -164,7 +164,7 @@ def test_monitor_on_a_dataset_of_unknown_length():
     import numpy as np
     import tensorflow as tf
 
-    from zoo.monitor import TrainingMonitor
+    from zoo.training.monitor import TrainingMonitor
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype("float32")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from zoo.monitor.policy import HealthPolicy, check, low_updates_matter, symmetric
-from zoo.monitor.statistics import ActivationStats, KernelStats, Statistics, update_ratio
+from zoo.training.monitor.policy import HealthPolicy, check, low_updates_matter, symmetric
+from zoo.training.monitor.statistics import ActivationStats, KernelStats, Statistics, update_ratio
 
 
 def _kernel(grad_norm: float, *, size: int = 100, units: int = 10, spread: float = 0.1,
@@ -110,6 +110,6 @@ def test_statistics_become_the_documented_metrics():
 
 
 def test_the_policy_imports_neither_keras_nor_tensorflow():
-    code = ("import sys, zoo.monitor.policy, zoo.monitor.statistics; "
+    code = ("import sys, zoo.training.monitor.policy, zoo.training.monitor.statistics; "
             "sys.exit(bool({'keras', 'tensorflow'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -19,9 +19,10 @@ import zoo
 from zoo import cli
 from zoo.data import load_dataset
 from zoo.errors import ModelFileError, UnknownNameError
-from zoo.pretrained import build, loader
+from zoo.pretrained import loader
 from zoo.pretrained.predict import read_inputs
-from zoo.pretrained.reproduce import reproduce
+from zoo.workflows import build_zoo as build
+from zoo.workflows.reproduce import reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = loader.manifest()["entries"]
@@ -56,7 +57,7 @@ def test_shipped_model_matches_its_manifest(name):
     path = loader.PRETRAINED_DIR / entry["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
     model = zoo.load(name)
-    from zoo.model_files import weights_sha256
+    from zoo.training.model_files import weights_sha256
 
     assert weights_sha256(model) == entry["weights_sha256"]
     assert model.count_params() == entry["params"]
@@ -222,7 +223,7 @@ def test_reproduce_gives_identical_weights(quick_zoo, tmp_path):
 
 
 def test_reproduce_verdicts():
-    from zoo.pretrained.reproduce import Reproduction
+    from zoo.workflows.reproduce import Reproduction
 
     close = Reproduction("m", 0, "a", "b", 0.900, 0.896, None)
     far = Reproduction("m", 0, "a", "b", 0.900, 0.890, None)
@@ -283,7 +284,7 @@ def test_predict_refuses_bad_inputs(tmp_path, capsys):
 
 
 def test_build_zoo_starts_with_the_entries_that_took_longest_last_time():
-    from zoo.pretrained.build import _last_seconds
+    from zoo.workflows.build_zoo import _last_seconds
 
     manifest = {"entries": {"a": {"train_seconds": {"0": 10.0, "1": 30.0}},
                             "b": {"train_seconds": {"0": 100.0}}}}

@@ -154,7 +154,7 @@ def test_base_yaml_repeats_the_schema_defaults():
 
 def test_importing_the_reference_loads_no_runtime_module():
     code = ("import sys, zoo.recipe_keys; print(sorted(m for m in ('tensorflow', 'keras', "
-            "'mlflow', 'matplotlib', 'zoo.train', 'zoo.tracking', 'zoo.plots') "
+            "'mlflow', 'matplotlib', 'zoo.training.trainer', 'zoo.tracking', 'zoo.plots') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)

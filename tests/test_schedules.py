@@ -7,7 +7,7 @@ import math
 import pytest
 
 from zoo.recipe import load_recipe
-from zoo.schedules import Warmup, learning_rate_at, make_schedule
+from zoo.training.schedules import Warmup, learning_rate_at, make_schedule
 
 SPE = 10  # steps per epoch
 TOTAL = 100
@@ -85,7 +85,7 @@ def test_schedules_without_warmup_are_keras_built_ins_and_warmup_round_trips(tmp
 def test_plateau_decays_when_the_monitor_stalls():
     import keras
 
-    from zoo.schedules import LearningRateController
+    from zoo.training.schedules import LearningRateController
 
     controller = LearningRateController(
         section("optimizer.schedule=plateau", "optimizer.patience=2", "optimizer.factor=0.5"),

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 import pytest
 
-from zoo.augment import IMAGE_OPS, SEQUENCE_OPS
 from zoo.data import load_dataset
+from zoo.data.augment import IMAGE_OPS, SEQUENCE_OPS
 from zoo.data.pipeline import training_dataset
 from zoo.models import _blocks
 from zoo.recipe import OPTIMIZERS, SCHEDULES, load_recipe
-from zoo.train import prepare, train
+from zoo.training.trainer import prepare, train
 
 BOTH, IMAGES, SEQUENCES = ("digits", "mnist1d"), ("digits",), ("mnist1d",)
 SMALL = {

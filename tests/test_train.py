@@ -16,9 +16,9 @@ import pytest
 
 from zoo import cli
 from zoo.errors import TrainingError
-from zoo.model_files import save_model_atomically
 from zoo.recipe import load_recipe
-from zoo.train import train
+from zoo.training.model_files import save_model_atomically
+from zoo.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.dataset=digits", "data.batch_size=64", "model.name=mlp", "model.widths=[16]",
@@ -211,7 +211,7 @@ def test_no_validation_split_trains_on_all_of_train_and_logs_no_val_metrics(mlfl
 def test_validation_metrics_are_what_keras_evaluate_computes(model_dir):
     import numpy as np
 
-    from zoo.train import prepare
+    from zoo.training.trainer import prepare
 
     # A penalty and label smoothing: Keras' val_loss includes both.
     recipe = tiny("regularization.l2=1e-3", "regularization.label_smoothing=0.1",

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import start_zoo, wait_for_child_runs
 from zoo.errors import RecipeError
 from zoo.recipe import load_recipe
-from zoo.train import train
-from zoo.tune import TuneStateError, edge_warnings, refine_space, tune
+from zoo.training.trainer import train
+from zoo.workflows.tune import TuneStateError, edge_warnings, refine_space, tune
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = ("tune.space={optimizer.learning_rate: {type: float, min: 1.0e-3, max: 1.0e-1, "
@@ -165,7 +165,7 @@ def test_a_stop_between_a_trials_run_and_its_record_does_not_train_it_twice(
         tmp_path, mlflow_client, monkeypatch):
     # The stop lands after trial 1's run has FINISHED but before Keras Tuner records the trial:
     # the resumed search is given trial 1 again and must reuse its run, not train another.
-    from zoo import tune as tune_module
+    from zoo.workflows import tune as tune_module
 
     recipe = load_recipe(recipe_file(tmp_path), [*SMALL, "tune.max_trials=2"])
     progress = tune_module.ZooTuner._progress

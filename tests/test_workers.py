@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import start_zoo, wait_for_child_runs
 from zoo.errors import ArgumentError
 from zoo.recipe import load_recipe
-from zoo.workers import Job, WorkerPool, pick_workers, run_jobs
+from zoo.workflows.workers import Job, WorkerPool, pick_workers, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 MLP = REPO / "recipes" / "digits" / "mlp.yaml"
@@ -29,7 +29,7 @@ def children(mlflow_client, parent_run_id: str):
 
 
 def test_pick_workers_defaults_to_the_cores_capped_by_the_jobs(monkeypatch, capsys):
-    monkeypatch.setattr("zoo.workers.cores", lambda: 8)
+    monkeypatch.setattr("zoo.workflows.workers.cores", lambda: 8)
     assert pick_workers(None, 3, "ablate") == 3
     assert "3 workers (8 cores, 3 jobs to run" in capsys.readouterr().out
     assert pick_workers(None, 20, "ablate") == 8
@@ -72,7 +72,7 @@ def test_a_job_survives_its_trip_to_a_worker():
 
 def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path, monkeypatch):
     from zoo import tracking
-    from zoo.model_files import weights_sha256
+    from zoo.training.model_files import weights_sha256
 
     # Tracked, into a store that does not exist yet: the workers write to SQLite directly.
     # (Two workers that open a new store at once may both migrate its schema, and one fails;
@@ -113,7 +113,7 @@ def _wait_for(condition, seconds: float = 120) -> None:
 def _accuracies_and_weights(mlflow_client, parent: str, tmp_path: Path) -> dict:
     import keras
 
-    from zoo.model_files import weights_sha256
+    from zoo.training.model_files import weights_sha256
 
     table = {}
     for run in children(mlflow_client, parent):
@@ -129,7 +129,7 @@ def _accuracies_and_weights(mlflow_client, parent: str, tmp_path: Path) -> dict:
 @pytest.mark.slow
 def test_ablation_in_workers_matches_one_process_and_resumes(mlflow_client, tmp_path,
                                                              monkeypatch, capsys):
-    from zoo.ablate import ablate
+    from zoo.workflows.ablate import ablate
 
     recipe = load_recipe(MLP, [*TINY, "name=workers-test"])
     monkeypatch.setenv("ZOO_HOME", str(tmp_path))  # models/ of this test, workers' included
@@ -218,7 +218,7 @@ def test_sigterm_stops_the_workers_and_every_run_ends_killed(mlflow_client, tmp_
 
 @pytest.mark.slow
 def test_build_zoo_in_workers_writes_the_same_manifest(tmp_path):
-    from zoo.pretrained.build import build_zoo
+    from zoo.workflows.build_zoo import build_zoo
 
     manifests = {}
     for workers in (1, 2):

@@ -5,7 +5,7 @@
     zoo.manifest_entry("mnist1d/cnn")        # its recipe, metrics over seeds, versions, ...
 
     from zoo.recipe import load_recipe
-    from zoo.train import train
+    from zoo.training import train
     result = train(load_recipe("mnist1d/cnn_paper", ["training.epochs=5"]))
 """
 

@@ -1,6 +1,6 @@
 """The augmentation ops a recipe's `data.augmentation` list may hold: their keys, their allowed
 values and which kind of data each applies to. Plain pydantic: the recipe schema validates them
-without loading TensorFlow; `zoo.augment` applies them.
+without loading TensorFlow; `zoo.data.augment` applies them.
 """
 
 from __future__ import annotations

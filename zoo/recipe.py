@@ -99,7 +99,7 @@ class DataSection(_Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from zoo.data import check_dataset_name
+        from zoo.registry.datasets import check_dataset_name
 
         try:
             check_dataset_name(value)
@@ -109,7 +109,7 @@ class DataSection(_Section):
 
     @model_validator(mode="after")
     def _augmentation_fits_the_data(self) -> DataSection:
-        from zoo.data import dataset_kind
+        from zoo.registry.datasets import dataset_kind
 
         if self.augmentation:
             check_ops_fit(self.augmentation, dataset_kind(self.dataset), self.dataset)
@@ -118,7 +118,7 @@ class DataSection(_Section):
 
 class ModelSection(BaseModel):
     """`name` picks a registered builder; every other key is an argument of that builder and is
-    validated against the builder's own signature (see `zoo.models.registry`)."""
+    validated against the builder's own signature (see `zoo.registry.models`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = Field(
@@ -514,8 +514,8 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> Reci
 def validate(raw: dict[str, Any], source: Path | None = None,
              override_keys: set[str] = frozenset()) -> Recipe:
     """Validate plain data as a recipe, builder arguments of `model` included."""
-    from zoo.data import dataset_kind
-    from zoo.models import ArgumentError, get_model_spec
+    from zoo.registry.datasets import dataset_kind
+    from zoo.registry.models import ArgumentError, get_model_spec
 
     where = str(source) if source else "recipe"
     raw = _with_renamed_keys(raw, where, override_keys)

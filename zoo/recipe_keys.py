@@ -25,8 +25,8 @@ from pydantic_core import PydanticUndefined
 
 from zoo.recipe import Recipe
 
-if TYPE_CHECKING:  # importing zoo.models imports Keras: only the model rows do, when reached
-    from zoo.models import ModelSpec
+if TYPE_CHECKING:
+    from zoo.registry.models import ModelSpec
 
 DOCS_COMMAND = "make docs"
 DOCS_SCRIPT = "python -m zoo.recipe_keys > docs/recipe-keys.md"
@@ -173,7 +173,7 @@ def _field_row(key: str, field: FieldInfo) -> KeyRow:
 
 
 def _model_rows(section: type[BaseModel]) -> Iterator[KeyRow]:
-    from zoo.models import get_model_spec, model_names  # importing the builders imports Keras
+    from zoo.registry.models import get_model_spec, model_names  # loads the builders: Keras
 
     names = model_names()
     for row in _rows(section, "model."):

@@ -10,7 +10,7 @@ import pytest
 
 from zoo.errors import RecipeError, UnknownNameError
 from zoo.models import _blocks, build_model, get_model_spec, model_names, register_model
-from zoo.models import registry as registry_module
+from zoo.registry import models as registry_module
 
 SEQUENCE, IMAGE = (40, 1), (8, 8, 1)
 

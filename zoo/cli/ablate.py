@@ -28,14 +28,14 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.workers import WorkerPool, check_workers, cores
+    from zoo.workflows.workers import WorkerPool, check_workers, cores
 
     check_workers(args.workers, "ablate")
     # The other workers start first: they import TensorFlow while this process loads and checks
     # the grid and opens its MLflow run, and are ready when the first job is.
     with WorkerPool.started((args.workers or cores()) - 1) as pool:
-        from zoo.ablate import ablate, parse_axis
         from zoo.recipe import load_recipe
+        from zoo.workflows.ablate import ablate, parse_axis
 
         recipe = load_recipe(args.recipe, args.overrides)
         parent = ablate(recipe, [parse_axis(a) for a in args.axis], seeds=args.seeds,

@@ -26,7 +26,7 @@ def add(commands) -> None:
 def handle(args) -> int:
     """Run the command; returns its exit status."""
     from zoo import paths
-    from zoo.augment import preview
+    from zoo.data.augment import preview
     from zoo.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)

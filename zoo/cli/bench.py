@@ -21,7 +21,7 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.bench import run_bench
+    from zoo.workflows.bench import run_bench
 
     if args.repeats < 1:
         from zoo.errors import ArgumentError

@@ -25,7 +25,7 @@ def add(commands) -> None:
 def handle(args) -> int:
     """Run the command; returns its exit status."""
     from zoo import paths
-    from zoo.pretrained.build import ENTRIES, build_zoo, update_readme
+    from zoo.workflows.build_zoo import ENTRIES, build_zoo, update_readme
 
     manifest = build_zoo(args.names or tuple(ENTRIES), seeds=tuple(range(args.seeds)),
                          workers=args.workers)

@@ -31,7 +31,7 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.compare import compare
+    from zoo.workflows.compare import compare
 
     table, files = compare(parent=args.parent, experiment=args.experiment,
                            run_ids=args.runs or (), metric=args.metric)

@@ -20,8 +20,8 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.diagnostics import STEPS, gradcheck
     from zoo.recipe import load_recipe
+    from zoo.workflows.diagnostics import STEPS, gradcheck
 
     recipe = load_recipe(args.recipe, args.overrides)
     reg = recipe.regularization

@@ -30,8 +30,8 @@ def add(commands) -> None:
 def handle(args) -> int:
     """Run the command; returns its exit status."""
     from zoo import mlflow_layout as layout
-    from zoo.lr_find import lr_find
     from zoo.recipe import load_recipe
+    from zoo.workflows.lr_find import lr_find
 
     recipe = load_recipe(args.recipe, args.overrides)
     print(f"zoo: learning-rate range test of {recipe.name} ({recipe.optimizer.name}, "

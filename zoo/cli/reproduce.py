@@ -21,7 +21,7 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.pretrained.reproduce import reproduce
+    from zoo.workflows.reproduce import reproduce
 
     print(f"zoo: retraining {args.name} from its manifest recipe ...", flush=True)
     result = reproduce(args.name, track=not args.no_track)

@@ -24,7 +24,7 @@ def _tune_role(args) -> int:
     from pathlib import Path
 
     from zoo.recipe import load_recipe
-    from zoo.tune import run_role
+    from zoo.workflows.tune import run_role
 
     return run_role(load_recipe(args.recipe), Path(args.directory), args.parent_run)
 
@@ -32,6 +32,6 @@ def _tune_role(args) -> int:
 def _jobs_role(args) -> int:
     from pathlib import Path
 
-    from zoo.workers import run_job_role
+    from zoo.workflows.workers import run_job_role
 
     return run_job_role(Path(args.jobs))

@@ -20,8 +20,8 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.diagnostics import sanity
     from zoo.recipe import load_recipe
+    from zoo.workflows.diagnostics import sanity
 
     checks = sanity(load_recipe(args.recipe, args.overrides))
     for check in checks:

@@ -30,7 +30,7 @@ def handle(args) -> int:
     """Run the command; returns its exit status."""
     from zoo import mlflow_layout as layout
     from zoo.recipe import load_recipe
-    from zoo.train import train
+    from zoo.training.trainer import train
 
     recipe = load_recipe(args.recipe, args.overrides)
     print(f"zoo: training {recipe.name} on {recipe.data.dataset} "

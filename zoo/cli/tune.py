@@ -33,7 +33,7 @@ def add(commands) -> None:
 def handle(args) -> int:
     """Run the command; returns its exit status."""
     from zoo.recipe import load_recipe
-    from zoo.tune import refine, tune
+    from zoo.workflows.tune import refine, tune
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.refine:

@@ -1,33 +1,16 @@
-"""Data set registry: embedded (`digits`, `mnist1d`) and `tfds:<name>`."""
+"""Data sets: the embedded ones (`digits`, `mnist1d`) and `tfds:<name>`, loaded and split; their
+input pipelines and augmentation. Which names a recipe may use is `zoo.registry.datasets`."""
 
 from __future__ import annotations
 
 from zoo.data import tfds_source
-from zoo.data.embedded import EMBEDDED, EMBEDDED_KINDS
+from zoo.data.embedded import EMBEDDED
 from zoo.data.pipeline import make_dataset
 from zoo.data.splits import SPLIT_SEED, Splits, carve_validation
-from zoo.errors import UnknownNameError
+from zoo.registry.datasets import check_dataset_name, dataset_kind, dataset_names
 
 __all__ = ["SPLIT_SEED", "Splits", "check_dataset_name", "dataset_kind", "dataset_names",
            "load_dataset", "make_dataset"]
-
-
-def dataset_names() -> list[str]:
-    """The data sets a recipe may name: the embedded ones, then `tfds:<name>`."""
-    return [*sorted(EMBEDDED), "tfds:<name>"]
-
-
-def dataset_kind(name: str) -> str:
-    """`image` or `sequence`, known from the name alone (TFDS sets here are image sets)."""
-    return EMBEDDED_KINDS.get(name, "image")
-
-
-def check_dataset_name(name: str) -> None:
-    """Raise UnknownNameError unless `name` is an embedded data set or a tfds builder."""
-    if name.startswith(tfds_source.PREFIX):
-        tfds_source.check_name(name[len(tfds_source.PREFIX):])
-    elif name not in EMBEDDED:
-        raise UnknownNameError("data set", name, dataset_names())
 
 
 def load_dataset(name: str, validation_split: float) -> Splits:

@@ -86,4 +86,3 @@ def _write_cached(path, arrays: tuple[np.ndarray, ...]) -> None:
 
 
 EMBEDDED = {"digits": digits, "mnist1d": mnist1d}
-EMBEDDED_KINDS = {"digits": "image", "mnist1d": "sequence"}

@@ -27,7 +27,7 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
         seed: the recipe seed: the same seed gives the same order and augmentations.
         augment: `augment(x, key)`, a function of a whole epoch's inputs (N, ...) and a
             stateless seed of shape [2], returning augmented inputs of the same shape (e.g.
-            `zoo.augment.augment_tensor`); None for no augmentation.
+            `zoo.data.augment.augment_tensor`); None for no augmentation.
     """
     import tensorflow as tf
 
@@ -78,7 +78,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int
         shuffle_seed: shuffle with this seed, reshuffling each epoch; None keeps the order
             (validation and test).
         augment: a function from the batched dataset of (inputs, one-hot labels) to an
-            augmented one (training only), e.g. `zoo.augment.augment_dataset`. It gets batches
+            augmented one (training only), e.g. `zoo.data.augment.augment_dataset`. It gets batches
             (B, ...) with B = batch_size except perhaps a smaller last one, after the cache so
             each epoch draws new augmentations, and after batching so ops run vectorized over
             the batch; its result is prefetched.

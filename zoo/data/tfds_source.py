@@ -11,23 +11,10 @@ import os
 import numpy as np
 
 from zoo.data.splits import Splits, carve_validation
-from zoo.errors import DataError, UnknownNameError
+from zoo.errors import DataError
+from zoo.registry.datasets import TFDS_PREFIX
 
-PREFIX = "tfds:"
-
-
-def check_name(name: str) -> None:
-    """Raise UnknownNameError when tfds has no builder of that name (no data is touched)."""
-    import tensorflow_datasets as tfds
-
-    builder_name = name.split(":")[0].split("/")[0]
-    try:
-        tfds.builder_cls(builder_name)
-    except Exception:  # tfds raises DatasetNotFoundError, a ValueError, with a huge listing
-        raise UnknownNameError(
-            "TFDS data set", f"{PREFIX}{name}",
-            ["tfds:mnist", "tfds:fashion_mnist", "tfds:cifar10", "... (tfds.list_builders())"],
-        ) from None
+PREFIX = TFDS_PREFIX
 
 
 def load(name: str, validation_split: float) -> Splits:

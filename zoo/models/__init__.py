@@ -1,4 +1,5 @@
-"""Model registry and builders. Importing this package registers every builder."""
+"""The model builders, and the one way to build a recipe's model. Importing this package
+registers every builder in `zoo.registry.models`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from zoo.errors import RecipeError
 from zoo.models import cnn, linear, mlp  # noqa: F401  (registers the builders)
-from zoo.models.registry import (
+from zoo.registry.models import (
     ArgumentError,
     ModelSpec,
     get_model_spec,

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from keras import layers
 from pydantic import Field
 
-from zoo.models.registry import ArgumentError
+from zoo.registry.models import ArgumentError
 
 Activation = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "swish", "sigmoid", "tanh"]
 Normalization = Literal["batch", "layer", "group", "none"]

@@ -18,7 +18,7 @@ from zoo.models._blocks import (
     Padding,
     Pooling,
 )
-from zoo.models.registry import DATA_KINDS, ArgumentError, register_model
+from zoo.registry.models import DATA_KINDS, ArgumentError, register_model
 
 
 def check_cnn(kind: str, *, widths, strides, dilation, groups, padding, normalization,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import layers
 
 from zoo.models import _blocks
-from zoo.models.registry import register_model
+from zoo.registry.models import register_model
 
 
 @register_model

@@ -9,7 +9,7 @@ from pydantic import Field, PositiveInt
 
 from zoo.models import _blocks
 from zoo.models._blocks import Activation, Fraction, Initializer, Normalization, NormPosition
-from zoo.models.registry import register_model
+from zoo.registry.models import register_model
 
 
 def check_mlp(kind: str, *, normalization, norm_groups, widths, **_) -> None:

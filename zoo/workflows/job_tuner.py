@@ -13,7 +13,7 @@ import keras_tuner as kt
 
 from zoo.errors import ZooError
 from zoo.files import write_text_atomically
-from zoo.workers import OBJECTIVE, Job, JobResult
+from zoo.workflows.workers import OBJECTIVE, Job, JobResult
 
 
 class JobOracle(kt.Oracle):

@@ -53,7 +53,7 @@ def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEED
         The manifest written.
     """
     from zoo.recipe import load_recipe
-    from zoo.workers import Job, check_workers, pick_workers, run_jobs
+    from zoo.workflows.workers import Job, check_workers, pick_workers, run_jobs
 
     if not seeds:
         raise ArgumentError("build-zoo: --seeds must be at least 1 (received 0)")
@@ -130,7 +130,7 @@ def _ship_entry(manifest: dict[str, Any], name: str, runs: list[dict[str, Any]],
 def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, Any]:
     """Save the best-validated run's model for inference and describe it for the manifest."""
     from zoo.data import load_dataset
-    from zoo.model_files import save_model_atomically, weights_sha256
+    from zoo.training.model_files import save_model_atomically, weights_sha256
 
     best = max(runs, key=lambda run: (run["val_accuracy"], -run["seed"]))
     recipe = best["recipe"]

@@ -121,7 +121,7 @@ def _training_sides(folder: Path, repeats: int) -> dict[str, list[float]]:
 
 def _side(recipe: str, kind: str, folder: Path, env: dict[str, str]) -> float:
     done = subprocess.run(
-        [sys.executable, "-m", "zoo.bench", kind, recipe, str(folder / "models")],
+        [sys.executable, "-m", "zoo.workflows.bench", kind, recipe, str(folder / "models")],
         capture_output=True, text=True, env={**os.environ, **env}, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"bench side {kind} {recipe} failed:\n{done.stderr[-2000:]}")
@@ -161,7 +161,7 @@ def _tuning(folder: Path, trials: int = 5) -> dict[str, float]:
     """Seconds per trial of everything besides `model.fit`: data, build, compile, evaluation,
     saving, the MLflow child run and Keras Tuner's own bookkeeping, in one process."""
     from zoo.recipe import load_recipe
-    from zoo.tune import tune
+    from zoo.workflows.tune import tune
 
     print(f"\nzoo bench: tuning mnist1d/mlp, {trials} trials of 2 epochs", flush=True)
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -195,7 +195,7 @@ def _cpu() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# One side, in its own process: `python -m zoo.bench KIND RECIPE MODEL_DIR`, prints JSON.
+# One side, in its own process: `python -m zoo.workflows.bench KIND RECIPE MODEL_DIR`, prints JSON.
 
 
 def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
@@ -209,7 +209,7 @@ def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
         started = time.perf_counter()
         _bare_fit(recipe, splits, fastest=kind == "bare-fastest")
         return time.perf_counter() - started
-    from zoo.train import train
+    from zoo.training.trainer import train
 
     if kind == "zoo-monitor":
         recipe = recipe.with_overrides({"monitor.enabled": True, "monitor.every": 1})
@@ -231,8 +231,8 @@ def _bare_fit(recipe, splits, fastest: bool) -> None:
     import numpy as np
 
     from zoo.models import model_for
-    from zoo.optim import make_optimizer
     from zoo.recipe import training_length
+    from zoo.training.optim import make_optimizer
 
     keras.utils.set_random_seed(recipe.seed)
     n, batch_size = splits.num_classes, recipe.data.batch_size

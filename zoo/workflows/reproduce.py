@@ -61,7 +61,7 @@ def reproduce(name: str, directory: Path | None = None, track: bool = True,
     """Retrain entry `name` from the manifest's resolved recipe and seed."""
     from zoo.errors import ModelFileError
     from zoo.recipe import validate
-    from zoo.train import train
+    from zoo.training.trainer import train
 
     entry = manifest_entry(name, directory)
     recipe = validate(entry["recipe"])

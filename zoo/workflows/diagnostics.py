@@ -141,7 +141,7 @@ def gradcheck(recipe: Recipe, *, regularized: bool, batch: int = 8, samples: int
     """
     import tensorflow as tf
 
-    from zoo.execution import seed_everything
+    from zoo.training.execution import seed_everything
 
     with float64():
         splits, make = check_model(recipe)
@@ -250,7 +250,7 @@ def sanity(recipe: Recipe, *, subset: int = 20, max_steps: int = 300) -> list[Sa
     """The playbook's three checks, each with the numbers behind its verdict."""
     import tensorflow as tf
 
-    from zoo.execution import seed_everything
+    from zoo.training.execution import seed_everything
 
     seed_everything(recipe.seed)
     splits, make = check_model(recipe)

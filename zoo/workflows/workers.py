@@ -290,8 +290,8 @@ class Job:
     model_dir: Path | None = None
 
     def train(self):
-        """Train the job in this process, quietly; returns the `zoo.train.Result`."""
-        from zoo.train import train
+        """Train the job in this process, quietly; returns the `zoo.training.Result`."""
+        from zoo.training.trainer import train
 
         return train(self.recipe, track=self.track, verbose=0, model_dir=self.model_dir,
                      run_name=self.run_name, parent_run_id=self.parent_run_id,
@@ -321,7 +321,7 @@ class Job:
 
 @dataclass
 class JobResult:
-    """What the parent needs of a finished job (a `zoo.train.Result` without the model, unless
+    """What the parent needs of a finished job (a `zoo.training.Result` without the model, unless
     it was trained in this process)."""
 
     test_accuracy: float
@@ -336,7 +336,8 @@ class JobResult:
 
     @classmethod
     def of(cls, result, keep_model: bool) -> JobResult:
-        """The parts of a `zoo.train.Result` the parent needs; the model only with `keep_model`."""
+        """The parts of a `zoo.training.Result` the parent needs; the model only with
+        `keep_model`."""
         return cls(result.test_accuracy, result.test_loss, result.weights_sha256,
                    Path(result.model_path), result.epochs, result.seconds, result.run_id,
                    result.history, result.model if keep_model else None)
@@ -480,7 +481,7 @@ class _Shared:
         _create_sqlite_store_first(any(job.track for job in self.jobs))
         write_text_atomically(self.pool.spec, json.dumps(
             {"jobs": [job.to_json() for job in self.jobs]}))
-        from zoo.job_tuner import Failed, job_tuner
+        from zoo.workflows.job_tuner import Failed, job_tuner
 
         tuner = job_tuner(self.jobs, self.pool.folder, local=self)
         self.pool.serve(tuner.oracle)
@@ -611,7 +612,7 @@ def run_job_role(spec: Path) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: os._exit(0))
     _warm_up()
-    from zoo.job_tuner import job_tuner
+    from zoo.workflows.job_tuner import job_tuner
 
     def search() -> None:
         # Ready: what is left is the parent's (tests wait for this to give a worker a share).
@@ -634,8 +635,9 @@ def run_job_role(spec: Path) -> int:
 def _warm_up() -> None:
     """What a job's first run imports (TensorFlow, MLflow and its SQL store, matplotlib: 4 s
     or more), done while the parent still prepares the jobs rather than in the first job."""
-    from zoo import tracking, train  # noqa: F401
+    from zoo import tracking
     from zoo.plots import pyplot
+    from zoo.training import trainer  # noqa: F401
 
     if tracking.tracking_uri().startswith(("sqlite:", "postgresql")):
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
@@ -650,7 +652,7 @@ def run_role(search: Callable[[], None]) -> int:
     Returns:
         The process's exit code.
     """
-    from zoo.job_tuner import Failed
+    from zoo.workflows.job_tuner import Failed
 
     exit_with_parent()
     try:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from zoo.monitor.statistics import ActivationStats, KernelStats, Statistics, update_ratio
+from zoo.training.monitor.statistics import ActivationStats, KernelStats, Statistics, update_ratio
 
 HISTOGRAM_VALUES = 4096  # values per layer kept for each histogram (a strided subsample)
 SATURATING = ("sigmoid", "tanh")

@@ -16,7 +16,7 @@ from zoo import mlflow_layout as layout
 from zoo import paths, tracking
 from zoo.errors import ArgumentError, RecipeError
 from zoo.recipe import Recipe, describe_values, flatten
-from zoo.workers import Job, JobResult, WorkerPool, check_workers, pick_workers, run_jobs
+from zoo.workflows.workers import Job, JobResult, WorkerPool, check_workers, pick_workers, run_jobs
 
 OVERLAY = "overlay"
 

@@ -19,8 +19,8 @@ import keras
 import numpy as np
 
 from zoo import mlflow_layout as layout
-from zoo.monitor import policy
-from zoo.monitor.probe import Probe
+from zoo.training.monitor import policy
+from zoo.training.monitor.probe import Probe
 
 PROBE_EXAMPLES = 128
 # MLflow gets at most this many points of each monitor metric (every k-th monitored epoch, and
@@ -249,7 +249,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
 
 def monitor_for(prepared, run) -> TrainingMonitor:
-    """The monitor of a prepared training run (`zoo.train.Prepared`): its probe batch is
+    """The monitor of a prepared training run (`zoo.training.trainer.Prepared`): its probe batch is
     `PROBE_EXAMPLES` training examples evenly spaced through the split."""
     splits, recipe = prepared.splits, prepared.recipe
     n = len(splits.y_train)

@@ -1,5 +1,9 @@
 """The model registry: builders registered by name, their arguments validated from signatures.
 
+The zoo's builders (`zoo.models`) register themselves when their package is imported; the
+lookups here import it by name on first use, as plugins are loaded, so that this module, and the
+recipe schema that asks it, import no Keras code of their own.
+
 A builder is a function `builder(x, num_classes, regularizer, /, *, arg=default, ...)` that takes
 the (standardized) input tensor and returns class probabilities. Its keyword-only arguments are
 the recipe's `model.*` keys: their annotations and defaults are the schema, so a builder states
@@ -14,6 +18,7 @@ before anything trains, and the builder runs the same check when it builds.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -87,6 +92,13 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+BUILDER_PACKAGES = ("zoo.models",)  # importing each registers its builders
+
+
+def _registered() -> dict[str, ModelSpec]:
+    for package in BUILDER_PACKAGES:
+        importlib.import_module(package)
+    return _REGISTRY
 
 
 def register_model(builder: Builder | None = None, *, name: str | None = None,
@@ -117,15 +129,16 @@ def get_model_spec(name: str) -> ModelSpec:
     Raises:
         UnknownNameError: no builder is registered as `name`; the message lists those that are.
     """
+    registered = _registered()
     try:
-        return _REGISTRY[name]
+        return registered[name]
     except KeyError:
-        raise UnknownNameError("model", name, list(_REGISTRY)) from None
+        raise UnknownNameError("model", name, list(registered)) from None
 
 
 def model_names() -> list[str]:
     """The registered builders' names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_registered())
 
 
 def _args_model(key: str, fn: Builder) -> type[BaseModel]:

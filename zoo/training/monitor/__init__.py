@@ -1,7 +1,8 @@
 """Training monitors: per-layer health metrics each few epochs, warnings, and end-of-run figures.
 
 Switched on by the recipe's `monitor.enabled` key. Every `monitor.every` epochs the
-monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
+monitor measures, per layer (in MLflow as `monitor/<layer>/<metric>`, step = epoch, at most
+`callback.MAX_LOGGED_POINTS` points each; every epoch in `monitor/statistics.csv`):
 
 - `update_ratio`: ||W_end - W_start|| / ||W_start|| of the kernel over the epoch, divided by
   the epoch's optimizer steps: the net change per step (Keras runs a whole epoch per call, so
@@ -14,9 +15,9 @@ monitor logs, per layer, to MLflow (`monitor/<layer>/<metric>`, step = epoch):
   |0.99| (tanh), where the local derivative is below about 1% of its maximum.
 
 The probe batch is a fixed set of training examples, evenly spaced through the split. At the
-end of the run the monitor logs PNGs under `monitor/`: activation and gradient histograms per
-layer (before training and after), the per-layer curves over epochs, and for 2D image CNNs the
-first convolution's filters (before and after). Problems print one line each, at most once per
+end of the run the monitor logs PNGs under `monitor/`, drawn in a forked child process:
+activation and gradient histograms per layer (before training and after), the per-layer curves
+over epochs, and for 2D image CNNs the first convolution's filters (before and after). Problems print one line each, at most once per
 layer and kind, become MLflow tags `monitor.warning.<layer>.<kind>`, and are summed up at the end
 with the time the monitor held training up (metric `monitor/seconds`).
 
@@ -38,7 +39,7 @@ __all__ = ["TrainingMonitor", "monitor_for"]
 def __getattr__(name: str) -> Any:
     # The callback imports Keras; the statistics and the policy must stay importable without it.
     if name in __all__:
-        from zoo.monitor import callback
+        from zoo.training.monitor import callback
 
         return getattr(callback, name)
-    raise AttributeError(f"module 'zoo.monitor' has no attribute {name!r}")
+    raise AttributeError(f"module 'zoo.training.monitor' has no attribute {name!r}")

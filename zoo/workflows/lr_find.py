@@ -75,7 +75,7 @@ def lr_find(recipe: Recipe, *, steps: int = 200, start: float = 1e-7, end: float
     if not 0 < start < end:
         raise ArgumentError(f"lr-find: need 0 < --start < --end (received start={start:g}, "
                             f"end={end:g})")
-    from zoo.train import prepare
+    from zoo.training.trainer import prepare
 
     prepared = prepare(recipe)
     rates, losses, stopped = _sweep(prepared, steps, start, end)

@@ -24,7 +24,7 @@ from zoo import paths, tracking
 from zoo.errors import ArgumentError, ZooError
 from zoo.files import write_text_atomically
 from zoo.recipe import Recipe, describe_values, validate
-from zoo.train import prepare, train
+from zoo.training.trainer import prepare, train
 
 EDGE_FRACTION = 0.05  # a best value this close to a range end (in sampling units) is "at the edge"
 STATE_FILE = "zoo_tune.json"
@@ -80,7 +80,7 @@ class RecipeHyperModel(kt.HyperModel):
 
 
 class ZooTuner(kt.Tuner):
-    """Runs each trial with `zoo.train`, nested under the tune's parent MLflow run."""
+    """Runs each trial with `zoo.training`, nested under the tune's parent MLflow run."""
 
     def __init__(self, recipe: Recipe, parent_run_id: str | None, **kwargs):
         self.recipe = recipe
@@ -151,12 +151,12 @@ class ZooTuner(kt.Tuner):
               f"{objective.name} {score:.4f}  "
               f"best {best:.4f}  elapsed {elapsed:.0f} s", flush=True)
 
-    # Trials save their own models through zoo.train; Keras Tuner's checkpoints are not needed.
+    # Trials save their own models through zoo.training; Keras Tuner's checkpoints are not needed.
     def save_model(self, trial_id, model, step=0):
         return None
 
     def load_model(self, trial):
-        raise NotImplementedError("zoo trials are saved by zoo.train; see the MLflow child runs")
+        raise NotImplementedError("zoo trials are saved by zoo.training; see the MLflow child runs")
 
 
 def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = None,
@@ -217,7 +217,7 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
 
 
 def _pick_workers(recipe: Recipe, requested: int | None) -> int:
-    from zoo.workers import pick_workers
+    from zoo.workflows.workers import pick_workers
 
     if requested is None and recipe.tune.algorithm == "bayesian":
         # Its proposals depend on which trials have finished: parallel workers would change
@@ -387,7 +387,7 @@ def _run_distributed(recipe: Recipe, folder: Path, parent_run_id: str, workers: 
     Workers log to MLflow concurrently, so with a SQLite store a local MLflow server on
     127.0.0.1 fronts the database for the duration of the search (`zoo.workers`).
     """
-    from zoo.workers import run_processes
+    from zoo.workflows.workers import run_processes
 
     recipe_path = _recipe_file(recipe, folder)
     run_processes(["tune-role", str(recipe_path), "--directory", str(folder),
@@ -409,6 +409,6 @@ def run_role(recipe: Recipe, folder: Path, parent_run_id: str) -> int:
     Returns:
         The process's exit code.
     """
-    from zoo import workers
+    from zoo.workflows import workers
 
     return workers.run_role(lambda: make_tuner(recipe, folder, parent_run_id).search(verbose=0))

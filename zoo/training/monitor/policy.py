@@ -1,6 +1,6 @@
 """The monitor's health policy: which statistics deserve a warning, with the thresholds and why.
 
-Pure functions of `zoo.monitor.statistics`: no Keras, no TensorFlow.
+Pure functions of `zoo.training.monitor.statistics`: no Keras, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from zoo.monitor.statistics import KernelStats, Statistics
+from zoo.training.monitor.statistics import KernelStats, Statistics
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,404 @@
+"""`train(recipe) -> Result`: data, model, fit, one test evaluation, atomic save, MLflow run."""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from zoo import interrupt, paths
+from zoo import mlflow_layout as layout
+from zoo.data import Splits, load_dataset
+from zoo.data.augment import augment_tensor
+from zoo.data.pipeline import training_dataset
+from zoo.errors import TrainingError
+from zoo.recipe import Recipe, training_length
+from zoo.training.execution import Policy, seed_everything
+from zoo.training.model_files import save_model_atomically, weights_sha256
+from zoo.training.schedules import LearningRateController, make_schedule
+
+
+@dataclass
+class Result:
+    """What one training run produced."""
+
+    recipe: Recipe
+    test_loss: float
+    test_accuracy: float
+    model_path: Path
+    weights_sha256: str
+    epochs: int
+    seconds: float
+    run_id: str | None = None
+    experiment_id: str | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)  # the trained keras.Model
+    fit_seconds: float = 0.0  # time inside model.fit alone
+    execution: str = ""  # device, XLA, steps per call and op determinism, as trained
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object `zoo train --json` prints."""
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "recipe": self.recipe.name,
+            "seed": self.recipe.seed,
+            "fingerprint": self.recipe.fingerprint,
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 2),
+            "model_path": str(self.model_path),
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+@dataclass
+class Prepared:
+    """Everything `fit` needs, built from a recipe (shared by `train`, the tuner and lr-find)."""
+
+    recipe: Recipe
+    splits: Splits
+    model: Any
+    train_data: Any
+    epochs: int
+    steps_per_epoch: int
+    policy: Policy | None = None
+
+    def execution(self) -> str:
+        """How this model trains, as compiled: `CPU, XLA on, 36 steps per call, ...`."""
+        device = self.policy.device if self.policy else "?"
+        determinism = "on" if self.policy and self.policy.op_determinism else "off"
+        threads = self.policy.threads if self.policy else "?"
+        return (f"{device}, XLA {'on' if self.model.jit_compile else 'off'}, "
+                f"{self.model.steps_per_execution} steps per call, "
+                f"TF op determinism {determinism}, intra-op threads {threads}")
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    """Seed, load the data and build and compile the model. Raises ZooError on bad input."""
+    from zoo.models import model_for
+    from zoo.training.optim import make_optimizer
+
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    # Seeded after loading: the first load of a data set in a process may draw from the global
+    # generators (mnist1d seeds and draws NumPy's), later loads come from a cache and do not, so
+    # seeding before would make the weights depend on what the process trained before.
+    policy = seed_everything(recipe.seed)
+    epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
+    model = model_for(recipe, splits)
+    schedule = make_schedule(recipe.optimizer, steps_per_epoch, epochs * steps_per_epoch)
+    model.compile(
+        optimizer=make_optimizer(recipe.optimizer, schedule),
+        loss=_loss(recipe),
+        metrics=[_accuracy()],
+        # A whole epoch per call: small models spend more time in dispatch than in compute.
+        steps_per_execution=steps_per_epoch,
+        jit_compile=policy.jit_compile(epochs * steps_per_epoch),
+    )
+    return Prepared(
+        recipe=recipe,
+        splits=splits,
+        model=model,
+        train_data=_training_data(recipe, splits),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        policy=policy,
+    )
+
+
+# The last training pipeline built, by everything that decides its stream: building one traces
+# its tf.data functions (0.2 s), a third of a short tuning trial's overhead, and trials and grid
+# cells often share it. A tf.data pipeline is a description: each `fit` iterates it afresh, from
+# the start of the same stream. One only: it holds the training split as tensors.
+_LAST_PIPELINE: dict[tuple, Any] = {}
+
+
+def _training_data(recipe: Recipe, splits: Splits):
+    """The training batches of `prepare`: endless, read `steps_per_epoch` at a time, so Keras
+    keeps one iterator for the whole run and the prefetch prepares the next epoch while this
+    one trains."""
+    data = recipe.data
+    key = (data.dataset, data.validation_split, data.batch_size, recipe.seed,
+           tuple(data.augmentation), len(splits.y_train))
+    if key not in _LAST_PIPELINE:
+        _LAST_PIPELINE.clear()
+        _LAST_PIPELINE[key] = training_dataset(
+            splits.x_train, splits.y_train, splits.num_classes, data.batch_size,
+            seed=recipe.seed, augment=_augmentation(recipe, splits))
+    return _LAST_PIPELINE[key]
+
+
+def _augmentation(recipe: Recipe, splits: Splits):
+    ops = recipe.data.augmentation
+    if not ops:
+        return None
+    mean, std = float(splits.x_train.mean()), float(splits.x_train.std())
+    return lambda x, key: augment_tensor(x, ops, key, mean, std)
+
+
+def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
+          callbacks: Sequence[Any] = (), model_dir: Path | None = None,
+          run_name: str | None = None, parent_run_id: str | None = None,
+          tags: dict[str, Any] | None = None, plots: bool = True) -> Result:
+    """Train a recipe end to end.
+
+    Args:
+        recipe: a validated recipe (`zoo.recipe.load_recipe`).
+        track: record an MLflow run (params, per-epoch metrics, tags, artifacts).
+        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        callbacks: extra Keras callbacks (e.g. monitors).
+        model_dir: where the `.keras` file goes; default `models/` in the project.
+        run_name: MLflow run name (default: the recipe name).
+        parent_run_id: nest the run under this MLflow run (tuning trials, ablation cells).
+        tags: extra MLflow tags.
+        plots: log learning curves and a confusion matrix as PNGs (tuning trials leave them
+            out: a third of a short trial's cost, and the tune's parent compares the trials).
+
+    Returns:
+        The `Result`, with test metrics, the model path and a hash of the weights.
+
+    Raises:
+        ZooError: bad data or model configuration (before any run starts), or a NaN loss.
+    """
+    started = time.perf_counter()
+    prepared = prepare(recipe)  # every user error surfaces here, before MLflow is touched
+    model_path = _model_path(recipe, model_dir)
+    if not track:
+        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots)
+    from zoo import tracking
+
+    all_tags = {
+        layout.RECIPE: recipe.name,
+        layout.RECIPE_PATH: _display_path(recipe.source),
+        layout.FINGERPRINT: recipe.fingerprint,
+        layout.SEED: recipe.seed,
+        layout.RUNTIME: prepared.execution(),
+        **tracking.environment_tags(),
+        **(tags or {}),
+    }
+    experiment = layout.experiment_for(prepared.splits.name)
+    with tracking.start_run(experiment, run_name or recipe.name, all_tags,
+                            parent_run_id=parent_run_id) as run:
+        run.log_params(recipe.flat())
+        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots)
+
+
+def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
+                  started: float, plots: bool) -> Result:
+    recipe, model = prepared.recipe, prepared.model
+    all_callbacks = [
+        # First: every later callback (early stopping, plateau, MLflow, History) sees val_*.
+        *([ValidationMetrics(prepared)] if prepared.splits.has_validation else []),
+        LearningRateController(recipe.optimizer, prepared.steps_per_epoch, prepared.epochs),
+        _StopOnNaN(),
+    ]
+    if recipe.regularization.l1 > 0:
+        all_callbacks.append(_NearZeroWeights())
+    stopping = recipe.regularization.early_stopping
+    if stopping is not None:
+        all_callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
+    if run is not None:
+        all_callbacks.append(_MlflowEpochLogger(run))
+    if recipe.monitor.enabled:
+        from zoo.training.monitor import monitor_for
+
+        # After early stopping: its end-of-run figures then show the weights that are saved.
+        all_callbacks.append(monitor_for(prepared, run))
+    all_callbacks.extend(callbacks)
+
+    fit_started = time.perf_counter()
+    with interrupt.stoppable(model):
+        fit = model.fit(
+            prepared.train_data,
+            epochs=prepared.epochs,
+            steps_per_epoch=prepared.steps_per_epoch,
+            shuffle=False,  # the tf.data pipeline shuffles, with the recipe's seed
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
+    fit_seconds = time.perf_counter() - fit_started
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    losses = history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        raise TrainingError(
+            f"{recipe.name}: the training loss became {losses[-1]} in epoch {len(losses)}; "
+            f"lower optimizer.learning_rate (now {recipe.optimizer.learning_rate}), set "
+            "optimizer.clipnorm, or raise regularization"
+        )
+
+    # The test split is evaluated once, after training, and never used to choose anything.
+    splits = prepared.splits
+    test_loss, test_accuracy, predicted = compiled_evaluation(
+        model, splits.x_test, splits.y_test, splits.num_classes)()
+    predicted = keras.ops.convert_to_numpy(predicted)
+    save_model_atomically(model, model_path)
+    result = Result(
+        recipe=recipe,
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        model_path=model_path,
+        weights_sha256=weights_sha256(model),
+        epochs=len(losses),
+        seconds=time.perf_counter() - started,
+        history=history,
+        model=model,
+        fit_seconds=fit_seconds,
+        execution=prepared.execution(),
+    )
+    if run is not None:
+        result.run_id, result.experiment_id = run.run_id, run.experiment_id
+        run.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
+                         "epochs_trained": result.epochs}, step=result.epochs)
+        _log_artifacts(run, prepared, history, model_path, predicted, plots)
+    return result
+
+
+def _log_artifacts(run, prepared: Prepared, history, model_path: Path, predicted: np.ndarray,
+                   with_plots: bool) -> None:
+    recipe, splits = prepared.recipe, prepared.splits
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "recipe.yaml").write_text(recipe.to_yaml())
+        names = ["recipe.yaml"]
+        if with_plots:
+            from zoo import plots
+
+            plots.learning_curves(history, folder / "learning_curves.png", recipe.name)
+            plots.confusion_matrix(splits.y_test, predicted, splits.class_names,
+                                   folder / "confusion_matrix.png", recipe.name)
+            names += ["learning_curves.png", "confusion_matrix.png"]
+        for name in names:
+            run.log_artifact(folder / name)
+    run.log_artifact(model_path, "model")
+
+
+def _model_path(recipe: Recipe, model_dir: Path | None) -> Path:
+    # Same configuration and seed give the same weights, so the path is keyed by exactly those.
+    folder = re.sub(r"[^\w./-]", "_", recipe.name).strip("./") or "recipe"
+    return (model_dir or paths.models_dir()) / folder / (
+        f"seed{recipe.seed}-{recipe.fingerprint[:12]}.keras")
+
+
+def _display_path(source: Path | None) -> str:
+    if source is None:
+        return ""
+    try:
+        return str(source.resolve().relative_to(paths.project_root()))
+    except ValueError:
+        return str(source)
+
+
+def _loss(recipe: Recipe):
+    if recipe.training.loss == "mse":
+        return keras.losses.MeanSquaredError(name="loss")
+    return keras.losses.CategoricalCrossentropy(
+        label_smoothing=recipe.regularization.label_smoothing, name="loss")
+
+
+def _accuracy():
+    return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+
+def compiled_evaluation(model, x: np.ndarray, labels: np.ndarray, num_classes: int):
+    """A compiled pass over (x, integer labels) held as tensors, in inference mode.
+
+    Returns:
+        A function of no arguments returning (loss, accuracy, predicted classes): the loss as
+        Keras' `evaluate` computes it (the compiled loss plus the regularization penalties),
+        without its per-call machinery, which costs small models more than the pass itself.
+    """
+    import tensorflow as tf
+
+    n = len(labels)
+    inputs = tf.constant(x)
+    targets = tf.one_hot(tf.constant(labels), num_classes)  # every loss takes one-hot targets
+    chunk = 1024  # examples per forward pass, so a large split fits in memory
+
+    def evaluate():
+        loss_sum, predicted = 0.0, []
+        for start in range(0, n, chunk):  # unrolled when traced: n is fixed
+            xs, ys = inputs[start:start + chunk], targets[start:start + chunk]
+            probabilities = model(xs, training=False)
+            loss_sum += model.loss(ys, probabilities) * tf.cast(tf.shape(xs)[0], tf.float32)
+            predicted.append(tf.argmax(probabilities, -1))
+        classes = tf.concat(predicted, 0)
+        accuracy = tf.reduce_mean(tf.cast(classes == tf.argmax(targets, -1), tf.float32))
+        penalty = tf.add_n(model.losses) if model.losses else 0.0
+        return loss_sum / n + penalty, accuracy, classes
+
+    return tf.function(evaluate, autograph=False)
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """`val_loss` and `val_accuracy` after each epoch, from one compiled pass over the
+    validation split held as tensors (`compiled_evaluation`).
+
+    What Keras' `fit(validation_data=...)` computes, without its per-epoch `evaluate` call,
+    which costs small models more than the epoch's training (mnist1d/cnn_paper: 2.5 to 10 s of
+    a 10 s run). A test holds the two to the same figures.
+    """
+
+    def __init__(self, prepared: Prepared):
+        super().__init__()
+        self.splits = prepared.splits
+        self._evaluate = None
+
+    def on_train_begin(self, logs=None):
+        # Without XLA even when training uses it: compiling the pass costs more (0.3 s for
+        # mnist1d/cnn_paper) than it saves over a run's few hundred small validation passes.
+        self._evaluate = compiled_evaluation(self.model, self.splits.x_val, self.splits.y_val,
+                                             self.splits.num_classes)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss, accuracy, _ = self._evaluate()
+        if logs is not None:
+            logs["val_loss"] = float(loss)
+            logs["val_accuracy"] = float(accuracy)
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    """Stops training after an epoch whose loss is not finite.
+
+    Checked per epoch, not per batch as keras.callbacks.TerminateOnNaN does: any batch-end hook
+    makes Keras wait for each batch's logs, which costs small models several percent.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.model.stop_training = True
+
+
+class _NearZeroWeights(keras.callbacks.Callback):
+    """Logs the fraction of kernel weights below 1e-3 in magnitude: what L1 drives to zero."""
+
+    THRESHOLD = 1e-3
+
+    def on_epoch_end(self, epoch, logs=None):
+        kernels = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights
+                   if w.path.endswith("kernel")]
+        total = sum(k.size for k in kernels)
+        small = sum(int((np.abs(k) < self.THRESHOLD).sum()) for k in kernels)
+        if logs is not None and total:
+            logs["near_zero_weights"] = small / total
+
+
+class _MlflowEpochLogger(keras.callbacks.Callback):
+    """Sends each epoch's logs to MLflow (step = epoch number, from 1)."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs:
+            self.run.log_epoch(logs, step=epoch + 1)
