@@ -17,9 +17,10 @@ monitor measures, per layer (in MLflow as `monitor/<layer>/<metric>`, step = epo
 The probe batch is a fixed set of training examples, evenly spaced through the split. At the
 end of the run the monitor logs PNGs under `monitor/`, drawn in a forked child process:
 activation and gradient histograms per layer (before training and after), the per-layer curves
-over epochs, and for 2D image CNNs the first convolution's filters (before and after). Problems print one line each, at most once per
-layer and kind, become MLflow tags `monitor.warning.<layer>.<kind>`, and are summed up at the end
-with the time the monitor held training up (metric `monitor/seconds`).
+over epochs, and for 2D image CNNs the first convolution's filters (before and after).
+Problems print one line each, at most once per layer and kind, become MLflow tags
+`monitor.warning.<layer>.<kind>`, and are summed up at the end with the time the monitor held
+training up (metric `monitor/seconds`).
 
 The parts, each with one job:
 - `statistics`: what is measured, by name, and the MLflow metrics it becomes (plain data);
