@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 
 import pytest
@@ -105,3 +107,72 @@ def test_a_stopped_run_does_not_wait_and_a_failed_one_keeps_its_own_error(mlflow
         with tracking.start_run("tracking-test", "finished") as run:
             run.log_artifacts_later(_Pending([], error=RuntimeError("figure failed")))
     assert mlflow_client.get_run(run.run_id).info.status == "FINISHED"
+
+
+_LOGGING_PROCESS = """
+import sys
+from zoo import tracking
+with tracking.start_run("concurrency", sys.argv[1]) as run:
+    for step in range(1, 31):
+        run.log_epoch({"loss": 1.0 / step}, step=step)
+"""
+
+
+def test_processes_that_open_a_new_store_at_once_all_finish(tmp_path):
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    processes = [subprocess.Popen([sys.executable, "-c", _LOGGING_PROCESS, f"p{i}"], env=env,
+                                  stderr=subprocess.PIPE, text=True) for i in range(5)]
+    failures = [p.stderr.read()[-1500:] for p in processes if p.wait(timeout=300) != 0]
+    assert not failures, failures[0]
+    store = tracking.client_for(uri)
+    runs = store.search_runs([store.get_experiment_by_name("concurrency").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"p{i}" for i in range(5)]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        history = store.get_metric_history(run.info.run_id, "loss")
+        assert sorted(m.step for m in history) == list(range(1, 31))
+
+
+_DOOMED_PROCESS = """
+import time
+from zoo import tracking
+with tracking.start_run("orphans", "doomed") as run:
+    print(run.run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_killed_next_time(mlflow_client):
+    import signal
+    import subprocess
+    import sys
+
+    from zoo import mlflow_layout as layout
+
+    child = subprocess.Popen([sys.executable, "-c", _DOOMED_PROCESS], stdout=subprocess.PIPE,
+                             text=True, env=os.environ)
+    try:
+        run_id = child.stdout.readline().strip()
+        experiment_id = mlflow_client.get_run(run_id).info.experiment_id
+        assert tracking.end_orphaned_runs(mlflow_client, experiment_id) == []  # still alive
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert mlflow_client.get_run(run_id).info.status == "RUNNING"
+    # Another host's run, and a run whose pid now belongs to another process (this one).
+    other_host = mlflow_client.create_run(experiment_id, tags={
+        layout.HOST: "elsewhere", layout.PROCESS: "1:1"}).info.run_id
+    reused = mlflow_client.create_run(experiment_id, tags={
+        layout.HOST: socket.gethostname(), layout.PROCESS: f"{os.getpid()}:1"}).info.run_id
+    with tracking.start_run("orphans", "next"):
+        pass
+    doomed = mlflow_client.get_run(run_id)
+    assert doomed.info.status == "KILLED"
+    assert doomed.data.tags[layout.ENDED_BY] == (
+        f"process {child.pid} on {socket.gethostname()} ended without closing the run")
+    assert mlflow_client.get_run(reused).info.status == "KILLED"
+    assert mlflow_client.get_run(other_host).info.status == "RUNNING"

@@ -26,6 +26,11 @@ SEED = "zoo.seed"
 RUNTIME = "zoo.runtime"  # how the model trained: device, XLA, steps per call, threads
 KIND = "zoo.kind"  # what a run that is not a training run is, e.g. "lr-find"
 
+# The process that holds a run RUNNING: a run whose process is gone is marked KILLED.
+HOST = "zoo.host"
+PROCESS = "zoo.process"  # "<pid>:<start time>": a pid alone may be reused by another process
+ENDED_BY = "zoo.ended_by"  # why the zoo, not the run's own process, ended it
+
 # Where and with what a run trained.
 GIT_COMMIT = "zoo.git_commit"
 VERSIONS = "zoo.versions"

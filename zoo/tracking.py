@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -59,14 +60,41 @@ def client():
 @functools.lru_cache(maxsize=8)
 def client_for(uri: str):
     """An MlflowClient on the store at `uri`, its schema created if new; one per store and
-    process: opening a SQLite store checks its schema, 0.2 s a time."""
+    process: opening a SQLite store checks its schema, 0.2 s a time.
+
+    A SQLite store's schema is created (or migrated) by one process at a time, under a lock
+    file beside the database: MLflow's migrations, run by several processes on a new store at
+    once, fail in each of them (`table _alembic_tmp_... already exists`).
+    """
     from mlflow import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(database.with_name(database.name + ".lock")):
+        mlflow_client = MlflowClient(uri)
+        mlflow_client.search_experiments(max_results=1)  # the store is open: its schema ready
+    return mlflow_client
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created if missing) across processes; a no-op
+    where there is no `fcntl` (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(mlflow_client, name: str) -> str:
@@ -233,6 +261,7 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
     """
     mlflow_client = client()
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags.update(process_tags())
     if parent_run_id:
         all_tags[layout.PARENT] = parent_run_id
     if resume_run_id:
@@ -241,6 +270,7 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
         run.set_tags(all_tags)
     else:
         experiment_id = ensure_experiment(mlflow_client, experiment)
+        end_orphaned_runs(mlflow_client, experiment_id)
         run = TrackedRun(mlflow_client, mlflow_client.create_run(
             experiment_id, run_name=run_name, tags=all_tags))
     status = "FAILED"
@@ -252,6 +282,41 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
         raise
     finally:
         run.close(status)
+
+
+def process_tags() -> dict[str, str]:
+    """What identifies this process to a later one: its host, pid and start time."""
+    return {layout.HOST: socket.gethostname(), layout.PROCESS: _process_id(os.getpid()) or ""}
+
+
+def _process_id(pid: int) -> str | None:
+    """`<pid>:<start time in clock ticks since boot>` of a live process, None if there is none
+    (or no /proc to tell its start time by)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def end_orphaned_runs(mlflow_client, experiment_id: str) -> list[str]:
+    """Mark KILLED the runs of the experiment left RUNNING by a process of this host that is
+    gone (killed with SIGKILL, or by a power cut); returns their ids. Runs of other hosts, and
+    of processes that cannot be told apart, are left as they are."""
+    host = socket.gethostname()
+    orphaned = []
+    for run in mlflow_client.search_runs(
+            [experiment_id], max_results=1000,
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{layout.HOST}` = '{host}'"):
+        recorded = run.data.tags.get(layout.PROCESS, "")
+        pid = recorded.split(":")[0]
+        if not pid.isdigit() or _process_id(int(pid)) == recorded:
+            continue  # alive (or not the zoo's to judge)
+        mlflow_client.set_tag(run.info.run_id, layout.ENDED_BY,
+                              f"process {pid} on {host} ended without closing the run")
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
+        orphaned.append(run.info.run_id)
+    return orphaned
 
 
 def find_run(mlflow_client, run_id: str):
