@@ -162,3 +162,13 @@ def test_lr_find_refuses_bad_ranges(capsys):
         lr_find(load_recipe("digits/mlp"), start=1.0, end=0.1, track=False)
     assert cli.main(["lr-find", "digits/mlp", "--steps", "3", "--no-track"]) == 2
     assert "--steps must be at least 10" in capsys.readouterr().err
+
+
+def test_lr_find_replaces_the_recipes_schedule_and_warmup(tmp_path):
+    # The default recipe decays with a cosine schedule in the graph: its rate cannot be set.
+    recipe = load_recipe("mnist1d/cnn_paper", ["optimizer.warmup_epochs=2"])
+    assert recipe.optimizer.schedule == "cosine"
+    result = lr_find(recipe, steps=12, track=False, out=tmp_path / "lr.png")
+    rates = result.learning_rates
+    assert len(rates) == 12 and rates[-1] > rates[0]
+    assert result.recipe is recipe

@@ -77,7 +77,10 @@ def lr_find(recipe: Recipe, *, steps: int = 200, start: float = 1e-7, end: float
                             f"end={end:g})")
     from zoo.training.trainer import prepare
 
-    prepared = prepare(recipe)
+    # The sweep sets the rate itself: the recipe's schedule and warmup give way to a constant
+    # rate, which Keras lets a caller set (a schedule object it does not).
+    prepared = prepare(recipe.with_overrides({"optimizer.schedule": "constant",
+                                              "optimizer.warmup_epochs": 0}))
     rates, losses, stopped = _sweep(prepared, steps, start, end)
     smoothed = centered_average(losses, window=max(5, steps // 15))
     suggested, min_loss_rate = suggest(rates, smoothed)
