@@ -95,3 +95,16 @@ def test_the_zoos_deprecations_print_on_one_line_like_its_errors(capsys):
     assert warnings.formatwarning("x is now y", ZooDeprecation, "f.py", 1) == (
         "zoo: warning: x is now y\n")
     assert "f.py:1" in warnings.formatwarning("other", UserWarning, "f.py", 1)
+
+
+def test_a_reader_that_goes_away_ends_the_output_without_a_traceback():
+    import subprocess
+    import sys
+
+    # `zoo list recipes | head -1`: the reader is gone before the command writes.
+    process = subprocess.Popen([sys.executable, "-m", "zoo.cli", "list", "recipes"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 
 from zoo.cli import (
@@ -120,7 +121,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def run() -> None:
     """The `zoo` command: `main`, then exit with its status."""
-    status = main()
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of the output went away (`zoo list keys | head`): as any Unix tool, stop
+        # without a traceback; what is still buffered goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
     # A process that imported TensorFlow spends most of a second at exit in the collector's
     # passes over its millions of objects; frozen, they are skipped. At-exit handlers still run
     # (before the interpreter's own collection), and Python never promised to finalize the
