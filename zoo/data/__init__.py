@@ -7,7 +7,12 @@ from zoo.data import tfds_source
 from zoo.data.embedded import EMBEDDED
 from zoo.data.pipeline import make_dataset
 from zoo.data.splits import SPLIT_SEED, Splits, carve_validation
-from zoo.registry.datasets import check_dataset_name, dataset_kind, dataset_names
+from zoo.registry.datasets import (
+    TFDS_PREFIX,
+    check_dataset_name,
+    dataset_kind,
+    dataset_names,
+)
 
 __all__ = ["SPLIT_SEED", "Splits", "check_dataset_name", "dataset_kind", "dataset_names",
            "load_dataset", "make_dataset"]
@@ -24,8 +29,8 @@ def load_dataset(name: str, validation_split: float) -> Splits:
         `Splits` with raw (unstandardized) inputs; the same for every seed and every run.
     """
     check_dataset_name(name)
-    if name.startswith(tfds_source.PREFIX):
-        return tfds_source.load(name[len(tfds_source.PREFIX):], validation_split)
+    if name.startswith(TFDS_PREFIX):
+        return tfds_source.load(name[len(TFDS_PREFIX):], validation_split)
     x_full, y_full, x_test, y_test, class_names = EMBEDDED[name]()
     x_train, y_train, x_val, y_val = carve_validation(x_full, y_full, validation_split)
     return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_names)

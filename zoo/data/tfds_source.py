@@ -14,8 +14,6 @@ from zoo.data.splits import Splits, carve_validation
 from zoo.errors import DataError
 from zoo.registry.datasets import TFDS_PREFIX
 
-PREFIX = TFDS_PREFIX
-
 
 def load(name: str, validation_split: float) -> Splits:
     """tfds' train split, with validation carved from it stratified by class as for the
@@ -33,7 +31,7 @@ def load(name: str, validation_split: float) -> Splits:
     except AssertionError as err:  # tfds' way of saying the data is not prepared
         where = data_dir or "~/tensorflow_datasets (TFDS_DATA_DIR is not set)"
         raise DataError(
-            f"{PREFIX}{name} is not prepared in {where}. No network here, so the zoo never "
+            f"{TFDS_PREFIX}{name} is not prepared in {where}. No network here, so the zoo never "
             f"downloads: on a machine with network run `tfds build {name} --data_dir DIR`, copy "
             f"DIR here and set TFDS_DATA_DIR=DIR (or set ZOO_TFDS_DOWNLOAD=1 where downloading "
             f"works). tfds said: {str(err).splitlines()[0]}"
@@ -44,7 +42,8 @@ def load(name: str, validation_split: float) -> Splits:
     class_names = tuple(label.names) if getattr(label, "names", None) else tuple(
         str(c) for c in range(label.num_classes)
     )
-    return Splits(f"{PREFIX}{name}", x_train, y_train, x_val, y_val, x_test, y_test, class_names)
+    return Splits(f"{TFDS_PREFIX}{name}", x_train, y_train, x_val, y_val, x_test, y_test,
+                  class_names)
 
 
 def _to_numpy(dataset) -> tuple[np.ndarray, np.ndarray]:
