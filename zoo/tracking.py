@@ -270,7 +270,11 @@ def start_run(experiment: str, run_name: str, tags: Mapping[str, Any] | None = N
         run.set_tags(all_tags)
     else:
         experiment_id = ensure_experiment(mlflow_client, experiment)
-        end_orphaned_runs(mlflow_client, experiment_id)
+        # Once per process and experiment: a grid or a search starts hundreds of runs.
+        swept = (tracking_uri(), experiment_id)
+        if swept not in _orphans_ended:
+            end_orphaned_runs(mlflow_client, experiment_id)
+            _orphans_ended.add(swept)
         run = TrackedRun(mlflow_client, mlflow_client.create_run(
             experiment_id, run_name=run_name, tags=all_tags))
     status = "FAILED"
@@ -297,6 +301,9 @@ def _process_id(pid: int) -> str | None:
     except OSError:
         return None
     return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+_orphans_ended: set[tuple[str, str]] = set()  # (store, experiment) this process has swept
 
 
 def end_orphaned_runs(mlflow_client, experiment_id: str) -> list[str]:
