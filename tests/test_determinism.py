@@ -78,3 +78,44 @@ def test_same_seed_gives_identical_weights_in_fresh_processes(xla, families, tmp
         assert f"XLA {'on' if xla == '1' else 'off'}" in a[key][1], a[key][1]
         assert "op determinism off" in a[key][1], a[key][1]
     assert len({a[key][0] for key in families}) == len(families)
+
+
+def test_another_thread_drawing_from_random_does_not_change_a_model():
+    """Keras draws the seeds of initializers and dropout layers from Python's `random`; a
+    grid's parent process has threads that draw from it too (Keras Tuner's trial ids)."""
+    import random
+    import threading
+
+    import keras
+    import numpy as np
+
+    from zoo.data import load_dataset
+    from zoo.models import model_for
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe("digits/mlp", ["seed=3"])
+    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+
+    def built(drawing: bool) -> list[np.ndarray]:
+        keras.utils.set_random_seed(recipe.seed)
+        stop = threading.Event()
+
+        def draw():
+            while not stop.is_set():
+                random.randint(1, 10**7)
+
+        thread = threading.Thread(target=draw)
+        if drawing:
+            thread.start()
+        try:
+            model = model_for(recipe, splits)
+        finally:
+            stop.set()
+            if drawing:
+                thread.join()
+        return [keras.ops.convert_to_numpy(v) for v in model.variables]
+
+    quiet, raced = built(False), built(True)
+    assert len(quiet) == len(raced)
+    for a, b in zip(quiet, raced, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -3,7 +3,9 @@ registers every builder in `zoo.registry.models`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from zoo.errors import RecipeError
@@ -30,16 +32,36 @@ def model_for(recipe, splits, *, args: Mapping[str, Any] | None = None,
     check turns dropout off and adds a penalty of its own).
     """
     regularization = recipe.regularization
-    return build_model(
-        recipe.model.name,
-        dict(recipe.model.args if args is None else args),
-        input_shape=splits.input_shape,
-        num_classes=splits.num_classes,
-        standardize=splits.standardization() if recipe.data.standardize else None,
-        l1=regularization.l1 if l1 is None else l1,
-        l2=regularization.l2 if l2 is None else l2,
-        model_name=recipe.name,
-    )
+    with _default_seeds_from(recipe.seed):
+        return build_model(
+            recipe.model.name,
+            dict(recipe.model.args if args is None else args),
+            input_shape=splits.input_shape,
+            num_classes=splits.num_classes,
+            standardize=splits.standardization() if recipe.data.standardize else None,
+            l1=regularization.l1 if l1 is None else l1,
+            l2=regularization.l2 if l2 is None else l2,
+            model_name=recipe.name,
+        )
+
+
+@contextlib.contextmanager
+def _default_seeds_from(seed: int) -> Iterator[None]:
+    """Keras gives every initializer and dropout layer built without a seed one drawn from
+    Python's global `random` (`keras.src.random.seed_generator.make_default_seed`). Any other
+    thread drawing from it while a model is built changes that model's weights: in a grid's
+    parent process, Keras Tuner's trial ids (`random.randint`, drawn as workers ask for jobs)
+    did, and one `make zoo` seed trained other weights than the same seed alone. Within this
+    block Keras draws them from a generator of its own, seeded as `keras.utils.set_random_seed`
+    seeds the global one, so the seeds are the ones a quiet process draws."""
+    from keras.src.random import seed_generator
+
+    shared = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared
 
 
 def build_model(
