@@ -71,9 +71,9 @@ def test_run_logs_params_metrics_tags_and_artifacts(mlflow_client, model_dir):
     assert tags["zoo.git_commit"]
 
     artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id)}
-    assert {"recipe.yaml", "learning_curves.png", "confusion_matrix.png", "model"} <= artifacts
-    model_files = [a.path for a in mlflow_client.list_artifacts(result.run_id, "model")]
-    assert model_files == [f"model/{result.model_path.name}"]
+    assert {"recipe.yaml", "learning_curves.png", "confusion_matrix.png"} <= artifacts
+    # The model is the run's MLflow Model (tests/test_logged_models.py), not a plain file.
+    assert [o.model_id for o in run.outputs.model_outputs] == [result.model_id]
     local = Path(mlflow_client.download_artifacts(result.run_id, "recipe.yaml"))
     assert load_recipe(local).fingerprint == recipe.fingerprint
 

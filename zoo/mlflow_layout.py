@@ -17,6 +17,15 @@ def experiment_for(dataset: str) -> str:
 # experiment says it is for model development.
 PARENT = "mlflow.parentRunId"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's standard tags, which its UI shows: the run's description (its Overview), where it
+# came from (the Source column, with its commit) and who ran it.
+DESCRIPTION = "mlflow.note.content"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
+SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
+SOURCE_GIT_BRANCH = "mlflow.source.git.branch"
+SOURCE_GIT_REPO_URL = "mlflow.source.git.repoURL"
+USER = "mlflow.user"
 
 # Every training run.
 RECIPE = "zoo.recipe"  # the recipe's name

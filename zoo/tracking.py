@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import re
 import socket
 import subprocess
 import time
@@ -140,6 +141,17 @@ class TrackedRun:
         self._sender = None  # a one-thread executor, created with the first batch
         self._sent: list = []  # futures of batches not yet known to have arrived
         self._pending_artifacts: list = []  # (files still being made, artifact folder)
+        # A resumed run: the epochs its killed process logged, and the metric names it has.
+        self._logged_through: int | None = None
+        self._logged_keys: frozenset[str] = frozenset()
+
+    def continue_after_kill(self) -> None:
+        """A resumed run: what the killed process logged is not logged again (a resumed
+        training recomputes those epochs from its backup, with the same values), so every
+        metric keeps one value per step."""
+        self._logged_through = max(
+            (m.step for m in self.client.get_metric_history(self.run_id, "loss")), default=0)
+        self._logged_keys = frozenset(self.client.get_run(self.run_id).data.metrics)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params now; values other than strings as JSON, cut to MLflow's 6,000 characters."""
@@ -157,12 +169,24 @@ class TrackedRun:
         for start in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, tags=items[start:start + _BATCH])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log now and wait (final metrics)."""
-        self.client.log_batch(self.run_id, metrics=self._metrics(metrics, step))
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, *,
+                    model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """Log now and wait (final metrics).
+
+        Args:
+            model_id: the logged model they measure (shown on its page in the Models tab).
+            dataset: (name, digest) of the run input they were computed on.
+        """
+        metrics = {k: v for k, v in metrics.items() if k not in self._logged_keys}
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=self._metrics(
+                metrics, step, model_id=model_id, dataset=dataset))
 
     def log_epoch(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer one epoch's metrics; send the buffer every few seconds, in the background."""
+        if self._logged_through is not None and step <= self._logged_through:
+            return
         self._buffer.extend(self._metrics(metrics, step))
         if (time.monotonic() - self._last_flush > self.FLUSH_SECONDS
                 or len(self._buffer) >= self._MAX_BUFFER):
@@ -201,11 +225,14 @@ class TrackedRun:
                 self._sender = None
 
     @staticmethod
-    def _metrics(metrics: Mapping[str, float], step: int):
+    def _metrics(metrics: Mapping[str, float], step: int, model_id: str | None = None,
+                 dataset: tuple[str, str] | None = None):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        name, digest = dataset or (None, None)
+        return [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name,
+                       dataset_digest=digest) for k, v in metrics.items()]
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Upload the file at `path` to the run's artifacts (into folder `artifact_path`, if
@@ -348,7 +375,8 @@ def child_runs(mlflow_client, parent_run_id: str) -> list:
 
 
 def environment_tags() -> dict[str, str]:
-    """Git commit, package versions and device: what is needed to say where a result came from."""
+    """Git commit, package versions and device: what is needed to say where a result came from;
+    with MLflow's standard user and git tags, which its UI shows."""
     import keras
     import mlflow
     import numpy
@@ -363,8 +391,18 @@ def environment_tags() -> dict[str, str]:
     }
     gpus = tf.config.list_physical_devices("GPU")
     device = ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores)"
+    commit = git_commit()
+    standard = {layout.USER: _user(), layout.SOURCE_TYPE: "LOCAL"}
+    if commit != "unknown":
+        standard[layout.SOURCE_GIT_COMMIT] = commit.removesuffix("-dirty")
+        standard.update({tag: value for tag, value in (
+            (layout.SOURCE_GIT_BRANCH, _git("rev-parse", "--abbrev-ref", "HEAD")),
+            (layout.SOURCE_GIT_REPO_URL, _without_credentials(
+                _git("config", "--get", "remote.origin.url"))),
+        ) if value and value != "HEAD"})
     return {
-        layout.GIT_COMMIT: git_commit(),
+        **standard,
+        layout.GIT_COMMIT: commit,
         layout.VERSIONS: json.dumps(versions, sort_keys=True),
         layout.DEVICE: device,
         layout.CPU: cpu_model(),
@@ -385,16 +423,35 @@ def cpu_model() -> str:
 
 def git_commit() -> str:
     """HEAD of the checkout, with `-dirty` when tracked files have uncommitted changes."""
-    root = paths.project_root()
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    head = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    if not head or dirty is None:
         return "unknown"
     return f"{head}-dirty" if dirty else head
+
+
+def _git(*args: str) -> str | None:
+    """What `git ARGS` prints in the project's checkout, stripped; None if git fails."""
+    try:
+        return subprocess.run(["git", "-C", str(paths.project_root()), *args],
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _without_credentials(url: str | None) -> str | None:
+    """A remote's URL without the user and password (or token) it may carry."""
+    return re.sub(r"(?<=//)[^/@]+@", "", url) if url else url
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except (ImportError, KeyError, OSError):
+        return "unknown"
 
 
 def _param_text(value: Any) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 
 def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, *,
-                     seed: int, augment: Callable | None = None):
+                     seed: int, augment: Callable | None = None, start_epoch: int = 0):
     """Endless shuffled (and augmented) training batches of (inputs, one-hot labels).
 
     Read it `ceil(len(x) / batch_size)` batches an epoch (Keras' `steps_per_epoch`): every
@@ -28,6 +28,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
         augment: `augment(x, key)`, a function of a whole epoch's inputs (N, ...) and a
             stateless seed of shape [2], returning augmented inputs of the same shape (e.g.
             `zoo.data.augment.augment_tensor`); None for no augmentation.
+        start_epoch: epochs already trained (a resumed run): the stream starts where an
+            uninterrupted run would be after that many epochs.
     """
     import tensorflow as tf
 
@@ -64,8 +66,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
     # Fixed buffers, not AUTOTUNE: with tf.data's autotuning thread running, deleting the
     # iterator at the end of `fit` took up to 1.5 s when another process trained beside this one.
     options.autotune.enabled = False
-    return (tf.data.Dataset.random(seed=seed).map(epoch).prefetch(1).flat_map(batches)
-            .prefetch(4).with_options(options))
+    return (tf.data.Dataset.random(seed=seed).skip(start_epoch).map(epoch).prefetch(1)
+            .flat_map(batches).prefetch(4).with_options(options))
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int,

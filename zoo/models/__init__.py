@@ -18,8 +18,8 @@ from zoo.registry.models import (
     register_model,
 )
 
-__all__ = ["ArgumentError", "ModelSpec", "build_model", "get_model_spec", "model_for",
-           "model_names", "register_model"]
+__all__ = ["ArgumentError", "ModelSpec", "build_model", "get_model_spec", "inference_copy",
+           "model_for", "model_names", "register_model"]
 
 
 def model_for(recipe, splits, *, args: Mapping[str, Any] | None = None,
@@ -43,6 +43,17 @@ def model_for(recipe, splits, *, args: Mapping[str, Any] | None = None,
             l2=regularization.l2 if l2 is None else l2,
             model_name=recipe.name,
         )
+
+
+def inference_copy(model):
+    """The model without its optimizer state (a third of the file for Adam's two slots): the
+    architecture and the trained weights, which load in plain Keras (a warmup schedule in the
+    optimizer would need the zoo's code)."""
+    # From the config, not keras.models.clone_model: a clone of a compiled model is compiled
+    # too, and its optimizer slots would be saved.
+    copy = model.__class__.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 @contextlib.contextmanager

@@ -20,7 +20,9 @@ from zoo.data import Splits, load_dataset
 from zoo.data.augment import augment_tensor
 from zoo.data.pipeline import training_dataset
 from zoo.errors import TrainingError
+from zoo.logged_models import log_model, log_splits
 from zoo.recipe import Recipe, training_length
+from zoo.training.backup import BackupAndResume, BackupStore, Snapshot, backup_folder
 from zoo.training.execution import Policy, seed_everything
 from zoo.training.model_files import save_model_atomically, weights_sha256
 from zoo.training.schedules import LearningRateController, make_schedule
@@ -42,6 +44,7 @@ class Result:
     history: dict[str, list[float]] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)  # the trained keras.Model
     fit_seconds: float = 0.0  # time inside model.fit alone
+    model_id: str | None = None  # the run's MLflow Model (runs:/<run_id>/model)
     execution: str = ""  # device, XLA, steps per call and op determinism, as trained
 
     def summary(self) -> dict[str, Any]:
@@ -122,18 +125,18 @@ def prepare(recipe: Recipe) -> Prepared:
 _LAST_PIPELINE: dict[tuple, Any] = {}
 
 
-def _training_data(recipe: Recipe, splits: Splits):
+def _training_data(recipe: Recipe, splits: Splits, start_epoch: int = 0):
     """The training batches of `prepare`: endless, read `steps_per_epoch` at a time, so Keras
     keeps one iterator for the whole run and the prefetch prepares the next epoch while this
-    one trains."""
+    one trains; a resumed run's stream starts at `start_epoch`."""
     data = recipe.data
     key = (data.dataset, data.validation_split, data.batch_size, recipe.seed,
-           tuple(data.augmentation), len(splits.y_train))
+           tuple(data.augmentation), len(splits.y_train), start_epoch)
     if key not in _LAST_PIPELINE:
         _LAST_PIPELINE.clear()
         _LAST_PIPELINE[key] = training_dataset(
             splits.x_train, splits.y_train, splits.num_classes, data.batch_size,
-            seed=recipe.seed, augment=_augmentation(recipe, splits))
+            seed=recipe.seed, augment=_augmentation(recipe, splits), start_epoch=start_epoch)
     return _LAST_PIPELINE[key]
 
 
@@ -148,8 +151,9 @@ def _augmentation(recipe: Recipe, splits: Splits):
 def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
           callbacks: Sequence[Any] = (), model_dir: Path | None = None,
           run_name: str | None = None, parent_run_id: str | None = None,
-          tags: dict[str, Any] | None = None, plots: bool = True) -> Result:
-    """Train a recipe end to end.
+          tags: dict[str, Any] | None = None, plots: bool = True,
+          backup: bool = True) -> Result:
+    """Train a recipe end to end; backed up each epoch, resumed from its backup if it has one.
 
     Args:
         recipe: a validated recipe (`zoo.recipe.load_recipe`).
@@ -162,6 +166,8 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         tags: extra MLflow tags.
         plots: log learning curves and a confusion matrix as PNGs (tuning trials leave them
             out: a third of a short trial's cost, and the tune's parent compares the trials).
+        backup: back the run up after every epoch (`zoo.training.backup`) and resume from the
+            backup a killed run of the same configuration and seed left, into its MLflow run.
 
     Returns:
         The `Result`, with test metrics, the model path and a hash of the weights.
@@ -172,13 +178,18 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
     started = time.perf_counter()
     prepared = prepare(recipe)  # every user error surfaces here, before MLflow is touched
     model_path = _model_path(recipe, model_dir)
+    store = BackupStore(backup_folder(model_path)) if backup else None
+    resume = _resume_point(prepared, store) if store is not None else None
     if not track:
-        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots)
+        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots,
+                             store, resume)
     from zoo import tracking
 
     all_tags = {
         layout.RECIPE: recipe.name,
         layout.RECIPE_PATH: _display_path(recipe.source),
+        layout.SOURCE_NAME: _display_path(recipe.source) or recipe.name,
+        layout.DESCRIPTION: _description(prepared),
         layout.FINGERPRINT: recipe.fingerprint,
         layout.SEED: recipe.seed,
         layout.RUNTIME: prepared.execution(),
@@ -186,26 +197,88 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         **(tags or {}),
     }
     experiment = layout.experiment_for(prepared.splits.name)
+    resume_run_id = _resumable_run(resume)
     with tracking.start_run(experiment, run_name or recipe.name, all_tags,
-                            parent_run_id=parent_run_id) as run:
-        run.log_params(recipe.flat())
-        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots)
+                            parent_run_id=parent_run_id, resume_run_id=resume_run_id) as run:
+        if resume_run_id is None:
+            run.log_params(recipe.flat())
+            run.splits = log_splits(run, prepared.splits, f"zoo.data:{recipe.data.dataset}")
+        else:
+            run.continue_after_kill()
+            _log_backed_up_epochs(run, resume)
+        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots,
+                             store, resume)
+
+
+def _resume_point(prepared: Prepared, store: BackupStore) -> Snapshot | None:
+    """The backup to resume from, if the folder has a usable one; says which, or why none."""
+    if not store.exists():
+        return None
+    # The optimizer's variables exist once it is built; `fit` would build it the same way.
+    prepared.model.optimizer.build(prepared.model.trainable_variables)
+    snapshot, notes = store.latest(prepared.model)
+    for note in notes:
+        print(f"zoo: {note}", flush=True)
+    recipe = prepared.recipe
+    if snapshot is None:
+        print(f"zoo: {recipe.name} seed {recipe.seed}: no usable backup in {store.folder}; "
+              "training from the start", flush=True)
+        store.remove()
+        return None
+    print(f"zoo: {recipe.name} seed {recipe.seed}: resuming after epoch {snapshot.epoch} of "
+          f"{prepared.epochs} from {store.folder}", flush=True)
+    prepared.train_data = _training_data(recipe, prepared.splits, start_epoch=snapshot.epoch)
+    return snapshot
+
+
+def _log_backed_up_epochs(run, resume: Snapshot) -> None:
+    """The epochs a killed process trained and backed up but had not sent to MLflow yet
+    (epoch metrics go in batches every few seconds), from the backup's history."""
+    history = resume.state.get("history", {})
+    for epoch in range(1, resume.epoch + 1):
+        run.log_epoch({key: values[epoch - 1] for key, values in history.items()
+                       if len(values) >= epoch}, step=epoch)
+
+
+def _resumable_run(resume: Snapshot | None) -> str | None:
+    """The MLflow run a resumed training continues: the backup's, if the store still has it
+    and it has not finished; None starts a new run."""
+    if resume is None or not resume.state.get("run_id"):
+        return None
+    from zoo import tracking
+
+    run = tracking.find_run(tracking.client(), resume.state["run_id"])
+    if run is None or run.info.status == "FINISHED" or run.info.lifecycle_stage != "active":
+        print(f"zoo: the backup's MLflow run {resume.state['run_id']} is not in this store "
+              "(or has finished); the resumed training is recorded in a new run", flush=True)
+        return None
+    return run.info.run_id
 
 
 def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
-                  started: float, plots: bool) -> Result:
+                  started: float, plots: bool, store: BackupStore | None = None,
+                  resume: Snapshot | None = None) -> Result:
     recipe, model = prepared.recipe, prepared.model
+    rates = LearningRateController(recipe.optimizer, prepared.steps_per_epoch, prepared.epochs)
     all_callbacks = [
         # First: every later callback (early stopping, plateau, MLflow, History) sees val_*.
         *([ValidationMetrics(prepared)] if prepared.splits.has_validation else []),
-        LearningRateController(recipe.optimizer, prepared.steps_per_epoch, prepared.epochs),
+        rates,
         _StopOnNaN(),
     ]
     if recipe.regularization.l1 > 0:
         all_callbacks.append(_NearZeroWeights())
     stopping = recipe.regularization.early_stopping
+    early_stopping = None
     if stopping is not None:
-        all_callbacks.append(keras.callbacks.EarlyStopping(**stopping.model_dump()))
+        early_stopping = keras.callbacks.EarlyStopping(**stopping.model_dump())
+        all_callbacks.append(early_stopping)
+    backup = None
+    if store is not None:
+        # After the callbacks whose state it keeps, and those that add to an epoch's logs.
+        backup = BackupAndResume(store, resume, run_id=run.run_id if run else None,
+                                 early_stopping=early_stopping, rate_controller=rates)
+        all_callbacks.append(backup)
     if run is not None:
         all_callbacks.append(_MlflowEpochLogger(run))
     if recipe.monitor.enabled:
@@ -216,17 +289,24 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     all_callbacks.extend(callbacks)
 
     fit_started = time.perf_counter()
-    with interrupt.stoppable(model):
-        fit = model.fit(
-            prepared.train_data,
-            epochs=prepared.epochs,
-            steps_per_epoch=prepared.steps_per_epoch,
-            shuffle=False,  # the tf.data pipeline shuffles, with the recipe's seed
-            callbacks=all_callbacks,
-            verbose=verbose,
-        )
+    try:
+        with interrupt.stoppable(model):
+            fit = model.fit(
+                prepared.train_data,
+                epochs=prepared.epochs,
+                initial_epoch=resume.epoch if resume else 0,
+                steps_per_epoch=prepared.steps_per_epoch,
+                shuffle=False,  # the tf.data pipeline shuffles, with the recipe's seed
+                callbacks=all_callbacks,
+                verbose=verbose,
+            )
+    finally:
+        if backup is not None:
+            backup.finish()  # the last backup written whole, whatever happened
     fit_seconds = time.perf_counter() - fit_started
-    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    # A resumed run's history begins with the epochs before its backup.
+    history = (backup.history if backup is not None else
+               {k: [float(v) for v in values] for k, values in fit.history.items()})
     losses = history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
         raise TrainingError(
@@ -256,13 +336,41 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     )
     if run is not None:
         result.run_id, result.experiment_id = run.run_id, run.experiment_id
-        run.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy,
-                         "epochs_trained": result.epochs}, step=result.epochs)
-        _log_artifacts(run, prepared, history, model_path, predicted, plots)
+        result.model_id = log_model(run, model, splits.x_test, step=result.epochs,
+                                    params=recipe.flat())
+        run.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy},
+                        step=result.epochs, model_id=result.model_id,
+                        dataset=_test_split(run, splits))
+        run.log_metrics({"epochs_trained": result.epochs}, step=result.epochs)
+        _log_artifacts(run, prepared, history, predicted, plots)
+    if store is not None:
+        store.remove()  # a clean finish: nothing to resume
     return result
 
 
-def _log_artifacts(run, prepared: Prepared, history, model_path: Path, predicted: np.ndarray,
+def _description(prepared: Prepared) -> str:
+    """The run's description in the MLflow UI: what was trained, on what, and how to redo it."""
+    recipe = prepared.recipe
+    source = _display_path(recipe.source) or recipe.name
+    return (f"**{recipe.name}**, seed {recipe.seed}: model `{recipe.model.name}` on "
+            f"`{recipe.data.dataset}`, {prepared.epochs} epochs of {prepared.steps_per_epoch} "
+            f"steps, optimizer `{recipe.optimizer.name}` at {recipe.optimizer.learning_rate:g} "
+            f"({recipe.optimizer.schedule} schedule). The resolved recipe is the artifact "
+            f"`recipe.yaml`; the model is `runs:/<this run>/model`. Retrain it with "
+            f"`zoo train {source} seed={recipe.seed}` (fingerprint `{recipe.fingerprint[:12]}`).")
+
+
+def _test_split(run, splits: Splits) -> tuple[str, str] | None:
+    """(name, digest) of the test split, as logged among the run's inputs."""
+    logged = getattr(run, "splits", None)
+    if logged is None:  # a resumed run: its inputs were logged by the first process
+        from mlflow.data import from_numpy
+
+        return (f"{splits.name}-test", from_numpy(splits.x_test, targets=splits.y_test).digest)
+    return logged.get("test")
+
+
+def _log_artifacts(run, prepared: Prepared, history, predicted: np.ndarray,
                    with_plots: bool) -> None:
     recipe, splits = prepared.recipe, prepared.splits
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +386,6 @@ def _log_artifacts(run, prepared: Prepared, history, model_path: Path, predicted
             names += ["learning_curves.png", "confusion_matrix.png"]
         for name in names:
             run.log_artifact(folder / name)
-    run.log_artifact(model_path, "model")
 
 
 def _model_path(recipe: Recipe, model_dir: Path | None) -> Path:

@@ -130,6 +130,7 @@ def _ship_entry(manifest: dict[str, Any], name: str, runs: list[dict[str, Any]],
 def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, Any]:
     """Save the best-validated run's model for inference and describe it for the manifest."""
     from zoo.data import load_dataset
+    from zoo.models import inference_copy
     from zoo.training.model_files import save_model_atomically, weights_sha256
 
     best = max(runs, key=lambda run: (run["val_accuracy"], -run["seed"]))
@@ -167,16 +168,6 @@ def _ship(name: str, runs: list[dict[str, Any]], directory: Path) -> dict[str, A
     }
     write_card(name, entry, directory)
     return entry
-
-
-def inference_copy(model):
-    """The model without its optimizer state (a third of the file for Adam's two slots), so
-    the shipped file holds exactly the architecture and the trained weights."""
-    # From the config, not keras.models.clone_model: a clone of a compiled model is compiled
-    # too, and its optimizer slots would be saved.
-    copy = model.__class__.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
