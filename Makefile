@@ -18,7 +18,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo reproduce predict gradcheck sanity lr-find tune tune-distributed server augment-preview test test-full lint docs ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server augment-preview test test-full lint docs ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,8 +58,11 @@ ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 
 compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
 	$(ZOO) compare $(ARGS)
 
-zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ (~4 min on 2 cores; WORKERS=N)
+zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ and register it (~4 min on 2 cores; WORKERS=N)
 	$(ZOO) build-zoo $(WORKERS_ARG) $(ARGS)
+
+register: $(ENV) ## register the shipped models in the MLflow Model Registry (alias "shipped")
+	$(ZOO) register $(ARGS)
 
 reproduce: $(ENV) ## retrain pretrained MODEL (default mnist1d/cnn_paper) and compare with the shipped one
 	$(ZOO) reproduce $(MODEL) $(ARGS)

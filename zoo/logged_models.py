@@ -70,19 +70,31 @@ def log_model(run, model, example: np.ndarray, *, step: int,
         step: the epoch the model comes from.
         params: shown on the model's page (the run's recipe, flattened).
     """
+    from mlflow.entities import LoggedModelOutput
+
+    model_id = save_logged_model(run.client, run.experiment_id, model, example,
+                                 run_id=run.run_id, params=params).model_id
+    run.client.log_outputs(run.run_id, [LoggedModelOutput(model_id, step=step)])
+    return model_id
+
+
+def save_logged_model(client, experiment_id: str, model, example: np.ndarray, *,
+                      run_id: str | None = None, params: dict[str, Any] | None = None,
+                      tags: dict[str, str] | None = None):
+    """Save `model` as an MLflow 3 logged model of the experiment (of the run `run_id`, if
+    given); returns the `LoggedModel`, READY (FAILED, and the error raised, if saving fails)."""
     import mlflow.keras
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
 
     from zoo.models import inference_copy
 
-    client = run.client
     logged = client.create_logged_model(
-        run.experiment_id, name=MODEL_NAME, source_run_id=run.run_id, model_type="keras",
+        experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="keras", tags=tags,
         params={k: str(v)[:6000] for k, v in (params or {}).items()})
     try:
         description = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
-                            run_id=run.run_id, model_id=logged.model_id)
+                            run_id=run_id, model_id=logged.model_id)
         with tempfile.TemporaryDirectory(prefix="zoo-mlflow-model-") as tmp:
             path = Path(tmp) / MODEL_NAME
             path.mkdir()
@@ -92,12 +104,10 @@ def log_model(run, model, example: np.ndarray, *, step: int,
                 input_example=np.asarray(example[:EXAMPLE_ROWS], dtype=np.float32),
                 pip_requirements=pip_requirements())
             client.log_model_artifacts(logged.model_id, str(path))
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     except BaseException:
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
         raise
-    client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=step)])
-    return logged.model_id
 
 
 def log_splits(run, splits, source_name: str) -> dict[str, tuple[str, str]]:

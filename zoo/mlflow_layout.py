@@ -63,6 +63,7 @@ COMPARISON_COLUMNS = "zoo.comparison_columns"
 # The pretrained zoo.
 PRETRAINED = "zoo.pretrained"  # a build run of that entry
 REPRODUCE = "zoo.reproduce"  # a `make reproduce` run of that entry
+SHIPPED_SHA256 = "zoo.sha256"  # on a registered version: the shipped file it was made from
 
 # The training monitor.
 MONITOR_WARNINGS = "monitor.warnings"  # how many

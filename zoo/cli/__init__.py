@@ -21,6 +21,7 @@ from zoo.cli import (
     listing,
     lr_find,
     predict,
+    register,
     reproduce,
     roles,
     sanity,
@@ -37,7 +38,7 @@ INTERNAL_COMMANDS = roles.NAMES
 
 # In the order `zoo --help` lists them.
 PUBLIC_COMMANDS = (train, tune, ablate, compare, gradcheck, sanity, lr_find, server,
-                   augment_preview, listing, predict, build_zoo, reproduce, ui, bench)
+                   augment_preview, listing, predict, build_zoo, register, reproduce, ui, bench)
 
 
 def main(argv: list[str] | None = None) -> int:
