@@ -18,7 +18,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "zoo.mlflow_layout", "zoo.plots", "zoo.augment_ops")),
     ("recipe schema and registries", ("zoo.recipe", "zoo.recipe_keys", "zoo.registry")),
     ("data, models, pretrained models and the MLflow store", (
-        "zoo.data", "zoo.models", "zoo.pretrained", "zoo.tracking", "zoo.server")),
+        "zoo.data", "zoo.models", "zoo.pretrained", "zoo.tracking", "zoo.logged_models",
+        "zoo.server")),
     ("training", ("zoo.training",)),
     ("workflows", ("zoo.workflows",)),
     ("command line and package", ("zoo.cli", "zoo")),

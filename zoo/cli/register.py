@@ -8,7 +8,7 @@ from zoo.cli import arguments
 def add(commands) -> None:
     """Add the command to the `zoo` parser's subcommands."""
     register = arguments.command(
-        commands, "register", summary="register the shipped models in the MLflow Model Registry",
+        commands, "register", summary="put the shipped models in the MLflow Model Registry",
         description="Register the shipped pretrained models (or the NAMEs given) in the current "
         "MLflow store (MLFLOW_TRACKING_URI, default the local one): one registered model per "
         "entry, named zoo-<data set>-<name>, with its model card as description; the shipped "
