@@ -5,10 +5,35 @@ training monitor's histograms, curves and filters."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+_warm_ups: list[threading.Thread] = []  # started by `warm_up_aside`, joined before a fork
+
+
+def warm_up_aside(work: Callable[[], object]) -> None:
+    """Run `work` (imports, caches: what a later step would spend its first second on) on a
+    thread of its own while this one goes on. `FiguresAside` waits for it before it forks: a
+    child forked while the thread holds an import lock would wait for that lock forever. An
+    error is left for the later step that needs the work to raise where it can be read."""
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:  # noqa: BLE001 (the step that needs it raises it again)
+            pass
+
+    thread = threading.Thread(target=run, name="zoo-warm-up", daemon=True)
+    _warm_ups.append(thread)
+    thread.start()
+
+
+def _join_warm_ups() -> None:
+    while _warm_ups:
+        _warm_ups.pop().join()
 
 
 def pyplot():
@@ -349,6 +374,7 @@ class FiguresAside:
         self.timeout = timeout
         self._child = None
         if self.jobs and "fork" in multiprocessing.get_all_start_methods():
+            _join_warm_ups()
             pyplot()  # imported here, not in the child: a thread may hold the import lock
             self._child = multiprocessing.get_context("fork").Process(
                 target=_draw_in_child, args=(self.jobs,), name="zoo-figures", daemon=True)

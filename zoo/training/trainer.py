@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -288,6 +289,8 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(monitor_for(prepared, run))
     all_callbacks.extend(callbacks)
 
+    if run is not None:
+        all_callbacks.append(_WarmUpWhileCompiling(warm_up_logging))
     fit_started = time.perf_counter()
     try:
         with interrupt.stoppable(model):
@@ -320,6 +323,11 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     test_loss, test_accuracy, predicted = compiled_evaluation(
         model, splits.x_test, splits.y_test, splits.num_classes)()
     predicted = keras.ops.convert_to_numpy(predicted)
+    figures = None
+    if run is not None and plots:
+        # Drawn in a child process while this one saves and logs the model.
+        figures = _figures_aside(prepared, history, predicted)
+        run.log_artifacts_later(figures)
     save_model_atomically(model, model_path)
     result = Result(
         recipe=recipe,
@@ -342,7 +350,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
                         step=result.epochs, model_id=result.model_id,
                         dataset=_test_split(run, splits))
         run.log_metrics({"epochs_trained": result.epochs}, step=result.epochs)
-        _log_artifacts(run, prepared, history, predicted, plots)
+        _log_recipe(run, recipe)
     if store is not None:
         store.remove()  # a clean finish: nothing to resume
     return result
@@ -370,22 +378,42 @@ def _test_split(run, splits: Splits) -> tuple[str, str] | None:
     return logged.get("test")
 
 
-def _log_artifacts(run, prepared: Prepared, history, predicted: np.ndarray,
-                   with_plots: bool) -> None:
-    recipe, splits = prepared.recipe, prepared.splits
+def _log_recipe(run, recipe: Recipe) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "recipe.yaml").write_text(recipe.to_yaml())
-        names = ["recipe.yaml"]
-        if with_plots:
-            from zoo import plots
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(recipe.to_yaml())
+        run.log_artifact(path)
 
-            plots.learning_curves(history, folder / "learning_curves.png", recipe.name)
-            plots.confusion_matrix(splits.y_test, predicted, splits.class_names,
-                                   folder / "confusion_matrix.png", recipe.name)
-            names += ["learning_curves.png", "confusion_matrix.png"]
-        for name in names:
-            run.log_artifact(folder / name)
+
+def _figures_aside(prepared: Prepared, history, predicted: np.ndarray):
+    """The learning curves and the confusion matrix, drawn in a forked child
+    (`zoo.plots.FiguresAside`) while the model is saved and logged."""
+    from zoo import plots
+
+    recipe, splits = prepared.recipe, prepared.splits
+    folder = Path(tempfile.mkdtemp(prefix="zoo-figures-"))
+    return plots.FiguresAside({
+        folder / "learning_curves.png": lambda path: plots.learning_curves(
+            history, path, recipe.name),
+        folder / "confusion_matrix.png": lambda path: plots.confusion_matrix(
+            splits.y_test, predicted, splits.class_names, path, recipe.name),
+    }, folder=folder)
+
+
+def warm_up_logging() -> None:
+    """What the end of a tracked run imports and checks first (matplotlib, MLflow's model
+    format and its check of the pinned requirements against this environment, which scans
+    every installed package once per process: a second or more of Python), done on a thread
+    of its own while the model trains (`zoo.plots.warm_up_aside`)."""
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+    from zoo import plots
+    from zoo.logged_models import pip_requirements
+
+    plots.pyplot()
+    import mlflow.keras  # noqa: F401
+
+    warn_dependency_requirement_mismatches(pip_requirements())  # its package scan is cached
 
 
 def _model_path(recipe: Recipe, model_dir: Path | None) -> Path:
@@ -470,6 +498,34 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is not None:
             logs["val_loss"] = float(loss)
             logs["val_accuracy"] = float(accuracy)
+
+
+class _WarmUpWhileCompiling(keras.callbacks.Callback):
+    """Runs `work` on a thread of its own (`zoo.plots.warm_up_aside`) once the first epoch
+    runs compiled code (`zoo.training.overlap`), where it costs training almost nothing."""
+
+    def __init__(self, work):
+        super().__init__()
+        self.work = work
+        self._first_epoch_ended = threading.Event()
+
+    def on_train_begin(self, logs=None):
+        from zoo import plots
+        from zoo.training.overlap import wait_for_compiled_code
+
+        training_thread = threading.get_ident()
+
+        def when_compiled():
+            wait_for_compiled_code(training_thread, self._first_epoch_ended)
+            self.work()
+
+        plots.warm_up_aside(when_compiled)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._first_epoch_ended.set()
+
+    def on_train_end(self, logs=None):
+        self._first_epoch_ended.set()  # a run stopped before its first epoch ended
 
 
 class _StopOnNaN(keras.callbacks.Callback):

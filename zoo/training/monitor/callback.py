@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +20,7 @@ import numpy as np
 from zoo import mlflow_layout as layout
 from zoo.training.monitor import policy
 from zoo.training.monitor.probe import Probe
+from zoo.training.overlap import wait_for_compiled_code
 
 PROBE_EXAMPLES = 128
 # MLflow gets at most this many points of each monitor metric (every k-th monitored epoch, and
@@ -171,21 +171,15 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     # ---------------------------------------------------------------------------- the probe thread
     def _samples_before_training(self, training_thread: int):
-        """The samples before training, taken once the first epoch runs compiled code.
+        """The samples before training, taken once the first epoch runs compiled code
+        (`zoo.training.overlap`).
 
         The pass's trace (a tenth of a second of Python) then overlaps the compilation of the
         training step, which holds no Python lock. Started at once, it would slow the tracing
         of the training step by as much; left for after the first epoch, the end of the next
-        one would wait for it. The training thread is in compiled code when two looks 20 ms
-        apart find it in the same call of TensorFlow's `quick_execute`; the first epoch's end
-        ends the wait in any case.
+        one would wait for it.
         """
-        last = None
-        while not self._epoch_ended.wait(0.02):
-            frame = sys._current_frames().get(training_thread)
-            if frame is None or (frame is last and frame.f_code.co_name == "quick_execute"):
-                break
-            last = frame
+        wait_for_compiled_code(training_thread, self._epoch_ended)
         return self.probe.samples()
 
     def _measure(self, norms, low_updates_matter: bool):
