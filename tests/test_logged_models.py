@@ -131,3 +131,18 @@ def test_mlflow_models_serve_answers_an_http_request(trained, mlflow_store):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_system_metrics_are_logged_when_asked_for(mlflow_client, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    recipe = load_recipe("digits/mlp", ["training.epochs=30", "name=system-metrics-test"])
+    watched = train(recipe, verbose=0, model_dir=tmp_path, system_metrics=True)
+    history = mlflow_client.get_metric_history(watched.run_id,
+                                               "system/cpu_utilization_percentage")
+    assert history and all(0 <= m.value <= 100 for m in history)
+    assert "system/system_memory_usage_megabytes" in mlflow_client.get_run(
+        watched.run_id).data.metrics
+    quiet = train(recipe.with_overrides({"seed": 1}), verbose=0, model_dir=tmp_path,
+                  system_metrics=False)
+    assert not [k for k in mlflow_client.get_run(quiet.run_id).data.metrics
+                if k.startswith("system/")]

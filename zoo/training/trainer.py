@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import tempfile
@@ -153,7 +154,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
           callbacks: Sequence[Any] = (), model_dir: Path | None = None,
           run_name: str | None = None, parent_run_id: str | None = None,
           tags: dict[str, Any] | None = None, plots: bool = True,
-          backup: bool = True) -> Result:
+          backup: bool = True, system_metrics: bool | None = None) -> Result:
     """Train a recipe end to end; backed up each epoch, resumed from its backup if it has one.
 
     Args:
@@ -169,6 +170,9 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
             out: a third of a short trial's cost, and the tune's parent compares the trials).
         backup: back the run up after every epoch (`zoo.training.backup`) and resume from the
             backup a killed run of the same configuration and seed left, into its MLflow run.
+        system_metrics: log CPU, memory, disk and network use (and GPU where there is one) as
+            `system/*` metrics while training; None follows MLflow's own switch, the
+            environment variable MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.
 
     Returns:
         The `Result`, with test metrics, the model path and a hash of the weights.
@@ -207,8 +211,36 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
         else:
             run.continue_after_kill()
             _log_backed_up_epochs(run, resume)
-        return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots,
-                             store, resume)
+        with _system_metrics(run, system_metrics, resumed=resume_run_id is not None):
+            return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots,
+                                 store, resume)
+
+
+@contextlib.contextmanager
+def _system_metrics(run, wanted: bool | None, resumed: bool):
+    """MLflow's system metrics monitor (a thread sampling the machine) around the training."""
+    if wanted is None:
+        from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+
+        wanted = bool(MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get())
+    if not wanted:
+        yield
+        return
+    from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from zoo import tracking
+
+    # Every 2 s unless MLflow's variable says otherwise: its default of 10 s leaves a short
+    # run with a point or two.
+    monitor = SystemMetricsMonitor(
+        run.run_id, sampling_interval=MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or 2,
+        resume_logging=resumed, tracking_uri=tracking.tracking_uri())
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def _resume_point(prepared: Prepared, store: BackupStore) -> Snapshot | None:
