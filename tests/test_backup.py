@@ -170,3 +170,40 @@ def test_a_nan_run_fails_and_keeps_its_last_finite_backup(mlflow_client, model_d
     store = BackupStore(backup_folder(_model_path(recipe, model_dir)))
     epochs = sorted(json.loads(p.read_text())["epoch"] for p in store.folder.glob("*.json"))
     assert epochs == [2, 3], "the NaN epoch is not backed up; the two before it are kept"
+
+
+def test_a_killed_grid_resumes_inside_its_interrupted_cell(tmp_path):
+    from mlflow import MlflowClient
+
+    from zoo.tracking import child_runs
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    home = _home(tmp_path)
+    command = [sys.executable, "-m", "zoo.cli", "ablate", RECIPE, *OVERRIDES,
+               "--axis", "model.dropout=0,0.1", "--seeds", "1", "--workers", "1"]
+    env = {**os.environ, "ZOO_HOME": str(home), "MLFLOW_TRACKING_URI": store}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        backups = _backups(home)
+        if backups and json.loads(backups[-1].read_text())["epoch"] >= 5:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the grid ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming after epoch" in done.stdout, done.stdout
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    parents = client.search_runs([experiment], filter_string="attributes.run_name LIKE 'ablate%'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    cells = child_runs(client, parents[0].info.run_id)
+    assert len(cells) == 2 and {r.info.status for r in cells} == {"FINISHED"}
+    for cell in cells:
+        steps = [m.step for m in client.get_metric_history(cell.info.run_id, "loss")]
+        assert sorted(steps) == list(range(1, 41))
+    assert _backups(home) == []

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
 from zoo import tracking
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_epoch_arrives_in_order_and_the_run_closes_finished(mlflow_client, monkeypatch):
@@ -176,3 +179,31 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_next_time(mlflo
         f"process {child.pid} on {socket.gethostname()} ended without closing the run")
     assert mlflow_client.get_run(reused).info.status == "KILLED"
     assert mlflow_client.get_run(other_host).info.status == "RUNNING"
+
+
+def test_eight_processes_on_a_new_store_all_finish_with_every_metric(tmp_path):
+    """The first use of a store, by several processes at once (two terminals, a grid's
+    workers): creating its schema is serialized, and every run and metric arrives."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "train", "digits/mlp", "model.widths=[8]",
+         "training.epochs=3", f"seed={seed}", "--json"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store, "ZOO_HOME": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in range(8)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert sorted(steps) == [1, 2, 3], (run.info.run_id, key)
+        assert {"test_accuracy", "test_loss"} <= set(run.data.metrics)
