@@ -11,7 +11,7 @@ Ratios and targets:
 - zoo / the fastest bare Keras setup found (XLA, an epoch per call, one thread): reported;
 - the default recipe `mnist1d/cnn_paper` (augmentation) / `mnist1d/cnn_paper_plain`: <= 1.15;
 - a 4-cell ablation with `--workers 2` / `--workers 1`, as throughput: >= 1.5;
-- monitoring every epoch / none: <= 1.10; MLflow tracking / none: reported;
+- monitoring every epoch / none: <= 1.10; MLflow tracking / none: <= 1.05;
 - tuning: seconds per trial besides its fit: <= 0.5.
 """
 
@@ -95,7 +95,7 @@ def run_bench(repeats: int = 2) -> list[Ratio]:
               ablation["sequential"] / ablation["parallel"], 1.5, at_least=True),
         Ratio("monitor every epoch / no monitor",
               min(times["zoo train + monitor every epoch"]) / zoo, 1.10),
-        Ratio("MLflow tracking / no tracking", zoo / min(times["zoo train, no MLflow"])),
+        Ratio("MLflow tracking / no tracking", zoo / min(times["zoo train, no MLflow"]), 1.05),
         Ratio("tuning: seconds per trial besides its fit", tuning["overhead"], 0.5),
     ]
     print(f"\nzoo bench: ratios ({_cpu()}; {time.monotonic() - started:.0f} s in all)")
