@@ -80,9 +80,10 @@ def log_model(run, model, example: np.ndarray, *, step: int,
 
 def save_logged_model(client, experiment_id: str, model, example: np.ndarray, *,
                       run_id: str | None = None, params: dict[str, Any] | None = None,
-                      tags: dict[str, str] | None = None):
-    """Save `model` as an MLflow 3 logged model of the experiment (of the run `run_id`, if
-    given); returns the `LoggedModel`, READY (FAILED, and the error raised, if saving fails)."""
+                      tags: dict[str, str] | None = None, name: str = MODEL_NAME):
+    """Save `model` as an MLflow 3 logged model `name` of the experiment (of the run
+    `run_id`, if given); returns the `LoggedModel`, READY (FAILED, and the error raised, if
+    saving fails)."""
     import mlflow.keras
     from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
@@ -90,7 +91,7 @@ def save_logged_model(client, experiment_id: str, model, example: np.ndarray, *,
     from zoo.models import inference_copy
 
     logged = client.create_logged_model(
-        experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="keras", tags=tags,
+        experiment_id, name=name, source_run_id=run_id, model_type="keras", tags=tags,
         params={k: str(v)[:6000] for k, v in (params or {}).items()})
     try:
         description = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,

@@ -75,7 +75,7 @@ def _register(client, name: str, directory: Path, alias: str) -> Registered:
     path = directory / entry["file"]
     read_verified(path, entry["sha256"])  # a damaged file is refused before the store is touched
     model_name = registered_name(name)
-    card = (directory / f"{name}.md")
+    card = directory / f"{name}.md"
     description = card.read_text() if card.exists() else f"zoo pretrained model {name}"
     try:
         client.create_registered_model(model_name, description=description,
@@ -94,7 +94,7 @@ def _register(client, name: str, directory: Path, alias: str) -> Registered:
         experiment = tracking.ensure_experiment(client, layout.experiment_for(entry["dataset"]))
         logged = save_logged_model(client, experiment, model, example,
                                    params={k: str(v) for k, v in _recipe_params(entry).items()},
-                                   tags={layout.PRETRAINED: name})
+                                   tags={layout.PRETRAINED: name}, name=model_name)
         version = client.create_model_version(
             model_name, source=logged.artifact_location, model_id=logged.model_id,
             tags=_version_tags(entry), description=f"shipped file {entry['file']}, "
