@@ -141,6 +141,8 @@ class TrackedRun:
         self._sender = None  # a one-thread executor, created with the first batch
         self._sent: list = []  # futures of batches not yet known to have arrived
         self._pending_artifacts: list = []  # (files still being made, artifact folder)
+        # Context (training, validation, test) -> (name, digest) of the run's input data sets.
+        self.datasets: dict[str, tuple[str, str]] = {}
         # A resumed run: the epochs its killed process logged, and the metric names it has.
         self._logged_through: int | None = None
         self._logged_keys: frozenset[str] = frozenset()

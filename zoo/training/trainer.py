@@ -207,7 +207,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
                             parent_run_id=parent_run_id, resume_run_id=resume_run_id) as run:
         if resume_run_id is None:
             run.log_params(recipe.flat())
-            run.splits = log_splits(run, prepared.splits, f"zoo.data:{recipe.data.dataset}")
+            run.datasets = log_splits(run, prepared.splits, f"zoo.data:{recipe.data.dataset}")
         else:
             run.continue_after_kill()
             _log_backed_up_epochs(run, resume)
@@ -355,11 +355,9 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     test_loss, test_accuracy, predicted = compiled_evaluation(
         model, splits.x_test, splits.y_test, splits.num_classes)()
     predicted = keras.ops.convert_to_numpy(predicted)
-    figures = None
     if run is not None and plots:
         # Drawn in a child process while this one saves and logs the model.
-        figures = _figures_aside(prepared, history, predicted)
-        run.log_artifacts_later(figures)
+        run.log_artifacts_later(_figures_aside(prepared, history, predicted))
     save_model_atomically(model, model_path)
     result = Result(
         recipe=recipe,
@@ -402,12 +400,11 @@ def _description(prepared: Prepared) -> str:
 
 def _test_split(run, splits: Splits) -> tuple[str, str] | None:
     """(name, digest) of the test split, as logged among the run's inputs."""
-    logged = getattr(run, "splits", None)
-    if logged is None:  # a resumed run: its inputs were logged by the first process
-        from mlflow.data import from_numpy
+    if "test" in run.datasets:
+        return run.datasets["test"]
+    from mlflow.data import from_numpy  # a resumed run: the first process logged its inputs
 
-        return (f"{splits.name}-test", from_numpy(splits.x_test, targets=splits.y_test).digest)
-    return logged.get("test")
+    return f"{splits.name}-test", from_numpy(splits.x_test, targets=splits.y_test).digest
 
 
 def _log_recipe(run, recipe: Recipe) -> None:
