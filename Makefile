@@ -18,7 +18,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server augment-preview test test-full lint docs ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview test test-full lint docs ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -50,7 +50,13 @@ tune-distributed: $(ENV) ## tune with Keras Tuner's chief and WORKERS workers (d
 	$(ZOO) tune $(RECIPE) $(WORKERS_ARG) $(ARGS)
 
 server: $(ENV) ## MLflow tracking server on 127.0.0.1:5000 (BACKEND=postgresql://... for PostgreSQL)
-	$(ZOO) server $(if $(BACKEND),--backend $(BACKEND))
+	$(ZOO) server $(if $(BACKEND),--backend '$(BACKEND)')
+
+postgres: $(ENV) ## start a local PostgreSQL (build/postgres, 127.0.0.1:5433) and print its URI
+	$(ZOO) postgres start
+
+postgres-stop: $(ENV) ## stop the local PostgreSQL
+	$(ZOO) postgres stop
 
 ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 --seeds 3" (WORKERS=N at once)
 	$(ZOO) ablate $(RECIPE) $(WORKERS_ARG) $(ARGS)

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
-from zoo import tracking
+from zoo import paths, tracking
 from zoo.errors import ZooError
 
 
@@ -47,6 +47,12 @@ def server_command(backend_uri: str, host: str, port: int,
     artifact_root = tracking.local_artifact_root(backend_uri)
     if artifact_root is not None:
         command += ["--default-artifact-root", artifact_root.as_uri()]
+    else:
+        # A database backend (PostgreSQL): the server stores the artifacts and serves them to
+        # its clients (mlflow-artifacts:/ URIs), so clients on other machines need no shared
+        # file system.
+        destination = paths.project_root() / "build" / "mlflow-artifacts"
+        command += ["--artifacts-destination", str(destination)]
     return command
 
 

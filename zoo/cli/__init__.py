@@ -7,6 +7,7 @@ Ctrl-C and SIGTERM exit 130 after the MLflow run is marked KILLED.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import os
 import sys
@@ -20,6 +21,7 @@ from zoo.cli import (
     gradcheck,
     listing,
     lr_find,
+    postgres,
     predict,
     register,
     reproduce,
@@ -37,7 +39,7 @@ EXIT_INTERRUPTED = 130
 INTERNAL_COMMANDS = roles.NAMES
 
 # In the order `zoo --help` lists them.
-PUBLIC_COMMANDS = (train, tune, ablate, compare, gradcheck, sanity, lr_find, server,
+PUBLIC_COMMANDS = (train, tune, ablate, compare, gradcheck, sanity, lr_find, server, postgres,
                    augment_preview, listing, predict, build_zoo, register, reproduce, ui, bench)
 
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.errors import ZooError
 
     interrupt.install()
+    # A crash in native code (TensorFlow, a database driver) prints every thread's Python stack
+    # on stderr before the process dies, so a rare one can be told apart and reported.
+    faulthandler.enable()
     _print_deprecations_on_one_line()
     try:
         return args.handler(args) or 0
