@@ -111,6 +111,13 @@ def stop(cluster: Cluster) -> bool:
 
 def _create(cluster: Cluster) -> None:
     cluster.folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        for parent in cluster.folder.resolve().parents:
+            if not parent.stat().st_mode & 0o001:
+                raise PostgresError(
+                    f"the {SYSTEM_USER} user that runs PostgreSQL cannot reach "
+                    f"{cluster.folder}: {parent} is closed to other users; open it with "
+                    f"`chmod o+x {parent}`, or put the project elsewhere")
     if not cluster.password_file.exists():
         cluster.password_file.write_text(secrets.token_urlsafe(24) + "\n")
         cluster.password_file.chmod(0o600)

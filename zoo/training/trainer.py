@@ -154,7 +154,8 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
           callbacks: Sequence[Any] = (), model_dir: Path | None = None,
           run_name: str | None = None, parent_run_id: str | None = None,
           tags: dict[str, Any] | None = None, plots: bool = True,
-          backup: bool = True, system_metrics: bool | None = None) -> Result:
+          backup: bool = True, system_metrics: bool | None = None,
+          mlflow_model: bool = True) -> Result:
     """Train a recipe end to end; backed up each epoch, resumed from its backup if it has one.
 
     Args:
@@ -170,6 +171,8 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
             out: a third of a short trial's cost, and the tune's parent compares the trials).
         backup: back the run up after every epoch (`zoo.training.backup`) and resume from the
             backup a killed run of the same configuration and seed left, into its MLflow run.
+        mlflow_model: log the model as the run's MLflow Model (`zoo.logged_models`; tuning
+            trials leave it out).
         system_metrics: log CPU, memory, disk and network use (and GPU where there is one) as
             `system/*` metrics while training; None follows MLflow's own switch, the
             environment variable MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.
@@ -187,7 +190,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
     resume = _resume_point(prepared, store) if store is not None else None
     if not track:
         return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots,
-                             store, resume)
+                             store, resume, mlflow_model)
     from zoo import tracking
 
     all_tags = {
@@ -213,7 +216,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
             _log_backed_up_epochs(run, resume)
         with _system_metrics(run, system_metrics, resumed=resume_run_id is not None):
             return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots,
-                                 store, resume)
+                                 store, resume, mlflow_model)
 
 
 @contextlib.contextmanager
@@ -290,7 +293,7 @@ def _resumable_run(resume: Snapshot | None) -> str | None:
 
 def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
                   started: float, plots: bool, store: BackupStore | None = None,
-                  resume: Snapshot | None = None) -> Result:
+                  resume: Snapshot | None = None, mlflow_model: bool = True) -> Result:
     recipe, model = prepared.recipe, prepared.model
     rates = LearningRateController(recipe.optimizer, prepared.steps_per_epoch, prepared.epochs)
     all_callbacks = [
@@ -321,7 +324,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(monitor_for(prepared, run))
     all_callbacks.extend(callbacks)
 
-    if run is not None:
+    if run is not None and (plots or mlflow_model):
         all_callbacks.append(_WarmUpWhileCompiling(warm_up_logging))
     fit_started = time.perf_counter()
     try:
@@ -374,8 +377,9 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     )
     if run is not None:
         result.run_id, result.experiment_id = run.run_id, run.experiment_id
-        result.model_id = log_model(run, model, splits.x_test, step=result.epochs,
-                                    params=recipe.flat())
+        if mlflow_model:
+            result.model_id = log_model(run, model, splits.x_test, step=result.epochs,
+                                        params=recipe.flat())
         run.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy},
                         step=result.epochs, model_id=result.model_id,
                         dataset=_test_split(run, splits))

@@ -129,7 +129,10 @@ class ZooTuner(kt.Tuner):
                 run_name=f"trial {trial.trial_id} " + describe_values(shown),
                 tags={layout.TRIAL_ID: trial.trial_id, layout.EXECUTION: execution,
                       **{layout.TRIAL_VALUE_PREFIX + k: v for k, v in shown.items()}},
-                plots=False,
+                # A trial's run is for comparing trials: no figures, no MLflow Model (the best
+                # trial's recipe is written out, and `zoo train` on it gives its model), and
+                # no backups (an interrupted trial is run again from its start by the tuner).
+                plots=False, mlflow_model=False, backup=False,
             )
             scores.append(self._score(result.history[objective.name]))
             fit_seconds += result.fit_seconds
