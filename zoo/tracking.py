@@ -434,8 +434,15 @@ def git_commit() -> str:
 
 def _git(*args: str) -> str | None:
     """What `git ARGS` prints in the project's checkout, stripped; None if git fails."""
+    return _git_in(str(paths.project_root()), *args)
+
+
+@functools.lru_cache(maxsize=32)
+def _git_in(root: str, *args: str) -> str | None:
+    # Asked once per process and checkout: a process runs the code it started with, and a
+    # search or a grid starts hundreds of runs.
     try:
-        return subprocess.run(["git", "-C", str(paths.project_root()), *args],
+        return subprocess.run(["git", "-C", root, *args],
                               capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
