@@ -17,6 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # train faster on one thread than on two, and a grid then runs one process per core with the
 # same thread setting, so the same weights, as a single run. Set before TensorFlow starts.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", os.environ.get("ZOO_THREADS", "1"))
+# A run's figures are drawn in a forked child (zoo.plots.FiguresAside), which never uses gRPC;
+# in a grid's processes, which serve or use Keras Tuner's gRPC oracle, gRPC's fork handlers
+# would only print that they skip themselves. Read by gRPC when it is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 __version__ = "0.1.0"
 
