@@ -74,7 +74,8 @@ def test_the_local_cluster_starts_once_and_stops(cluster):
     assert not postgres.stop(cluster)
 
 
-def test_a_run_through_the_tracking_server_on_postgresql(cluster, tmp_path, monkeypatch):
+def test_a_run_through_the_tracking_server_on_postgresql(cluster, tmp_path, monkeypatch,
+                                                          mlflow_store):
     from mlflow import MlflowClient
 
     monkeypatch.setenv("ZOO_HOME", str(tmp_path))  # the server's artifacts go under build/
@@ -100,10 +101,15 @@ def test_a_run_through_the_tracking_server_on_postgresql(cluster, tmp_path, monk
         assert {d.dataset.name for d in run.inputs.dataset_inputs} == {
             "digits-train", "digits-validation", "digits-test"}
         # The model's files went to the server, which serves them back.
+        import mlflow
         import mlflow.pyfunc
 
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        model = mlflow.pyfunc.load_model(f"runs:/{result['run_id']}/model")
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(url)  # what runs:/ URIs resolve against (it wins over the env)
+        try:
+            model = mlflow.pyfunc.load_model(f"runs:/{result['run_id']}/model")
+        finally:
+            mlflow.set_tracking_uri(previous)
         probabilities = np.asarray(model.predict(np.zeros((2, 8, 8, 1), np.float32)))
         assert probabilities.shape == (2, 10)
         assert list((tmp_path / "build" / "mlflow-artifacts").rglob("MLmodel"))

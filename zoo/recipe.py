@@ -42,6 +42,9 @@ from zoo.errors import RecipeError, UnknownNameError, ZooDeprecation
 # the fingerprint leaves them out so that runs of one configuration over several seeds (and with
 # monitoring on or off, which trains the same weights) share a fingerprint.
 _NOT_FINGERPRINTED = ("name", "seed", "tune", "monitor")
+# Keys added after recipes were fingerprinted (and models shipped): at their default they are
+# left out, so those recipes keep their fingerprint.
+_FINGERPRINTED_UNLESS_DEFAULT = {"precision": "float32", "distribute": "none"}
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -223,6 +226,14 @@ class TrainingSection(_Section):
     loss: Literal["crossentropy", "mse"] = Field(
         "crossentropy", description="crossentropy (softmax crossentropy) or mse (mean squared "
         "error on one-hot targets). Default: crossentropy.")
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="float32, or Keras mixed precision: mixed_float16 (GPUs; with "
+        "dynamic loss scaling) or mixed_bfloat16 (GPUs and CPUs that have it), which compute "
+        "in 16 bits and keep the weights, the softmax and the loss in float32. Default: "
+        "float32.")
+    distribute: Literal["none", "mirrored"] = Field(
+        "none", description="none, or mirrored: tf.distribute.MirroredStrategy over the "
+        "visible GPUs (or logical CPU devices), each batch split between them. Default: none.")
 
 
 class MonitorSection(_Section):
@@ -401,6 +412,10 @@ class Recipe(_Section):
         """sha256 of the resolved recipe without name, seed, tune and monitor: it identifies a
         configuration."""
         config = {k: v for k, v in self.resolved().items() if k not in _NOT_FINGERPRINTED}
+        training = config.get("training", {})
+        for key, default in _FINGERPRINTED_UNLESS_DEFAULT.items():
+            if training.get(key) == default:  # a recipe from before the key came keeps its id
+                training.pop(key)
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -7,6 +7,7 @@ Ctrl-C and SIGTERM exit 130 after the MLflow run is marked KILLED.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import gc
 import os
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupt.install()
     # A crash in native code (TensorFlow, a database driver) prints every thread's Python stack
     # on stderr before the process dies, so a rare one can be told apart and reported.
-    faulthandler.enable()
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no file behind stderr
+        faulthandler.enable()
     _print_deprecations_on_one_line()
     try:
         return args.handler(args) or 0

@@ -153,10 +153,12 @@ def dense(units: int, name: str, *, use_bias: bool = True, initializer: str = "h
 
 
 def classifier(x, num_classes: int, regularizer=None, initializer: str = "glorot_uniform"):
-    """The softmax layer every model ends with, so `predict` returns probabilities."""
+    """The softmax layer every model ends with, so `predict` returns probabilities; in
+    float32 whatever the precision policy, so the softmax and the loss are (Keras' advice
+    for mixed precision)."""
     return layers.Dense(num_classes, activation="softmax",
                         kernel_initializer=INITIALIZERS[initializer],
-                        kernel_regularizer=regularizer, name="classifier")(x)
+                        kernel_regularizer=regularizer, name="classifier", dtype="float32")(x)
 
 
 def add(tensors, name: str):

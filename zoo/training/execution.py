@@ -30,8 +30,11 @@ features, and they round differently), on a GPU, or with other thread settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 ENVIRONMENT = "ZOO_DETERMINISM"
 CHOICES = ("auto", "ops", "off")
@@ -117,6 +120,30 @@ class _NotRetracing:
     @staticmethod
     def filter(record) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def precision_and_devices(precision: str, distribute: str) -> Iterator[Any]:
+    """While a model is built and compiled: the Keras dtype policy `precision` (`float32`,
+    `mixed_float16`, `mixed_bfloat16`) and, for `distribute="mirrored"`, the scope of a
+    `tf.distribute.MirroredStrategy` over the visible GPUs (or logical CPU devices). Yields the
+    strategy, or None. The global policy is restored after: layers keep the policy they were
+    built with, and the next model of the process must not inherit this one's."""
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        if distribute == "mirrored":
+            import tensorflow as tf
+
+            strategy = tf.distribute.MirroredStrategy()
+            with strategy.scope():
+                yield strategy
+        else:
+            yield None
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def quiet_expected_retracing() -> None:

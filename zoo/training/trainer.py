@@ -25,7 +25,7 @@ from zoo.errors import TrainingError
 from zoo.logged_models import log_model, log_splits
 from zoo.recipe import Recipe, training_length
 from zoo.training.backup import BackupAndResume, BackupStore, Snapshot, backup_folder
-from zoo.training.execution import Policy, seed_everything
+from zoo.training.execution import Policy, precision_and_devices, seed_everything
 from zoo.training.model_files import save_model_atomically, weights_sha256
 from zoo.training.schedules import LearningRateController, make_schedule
 
@@ -77,6 +77,7 @@ class Prepared:
     epochs: int
     steps_per_epoch: int
     policy: Policy | None = None
+    replicas: int = 1  # devices a mirrored strategy splits each batch over
 
     def execution(self) -> str:
         """How this model trains, as compiled: `CPU, XLA on, 36 steps per call, ...`."""
@@ -85,7 +86,10 @@ class Prepared:
         threads = self.policy.threads if self.policy else "?"
         return (f"{device}, XLA {'on' if self.model.jit_compile else 'off'}, "
                 f"{self.model.steps_per_execution} steps per call, "
-                f"TF op determinism {determinism}, intra-op threads {threads}")
+                f"TF op determinism {determinism}, intra-op threads {threads}, "
+                f"precision {self.recipe.training.precision}"
+                + (f", mirrored over {self.replicas} devices"
+                   if self.recipe.training.distribute == "mirrored" else ""))
 
 
 def prepare(recipe: Recipe) -> Prepared:
@@ -99,16 +103,20 @@ def prepare(recipe: Recipe) -> Prepared:
     # seeding before would make the weights depend on what the process trained before.
     policy = seed_everything(recipe.seed)
     epochs, steps_per_epoch = training_length(recipe, len(splits.y_train))
-    model = model_for(recipe, splits)
-    schedule = make_schedule(recipe.optimizer, steps_per_epoch, epochs * steps_per_epoch)
-    model.compile(
-        optimizer=make_optimizer(recipe.optimizer, schedule),
-        loss=_loss(recipe),
-        metrics=[_accuracy()],
-        # A whole epoch per call: small models spend more time in dispatch than in compute.
-        steps_per_execution=steps_per_epoch,
-        jit_compile=policy.jit_compile(epochs * steps_per_epoch),
-    )
+    training = recipe.training
+    with precision_and_devices(training.precision, training.distribute) as strategy:
+        model = model_for(recipe, splits)
+        schedule = make_schedule(recipe.optimizer, steps_per_epoch, epochs * steps_per_epoch)
+        model.compile(
+            optimizer=make_optimizer(recipe.optimizer, schedule),
+            loss=_loss(recipe),
+            metrics=[_accuracy()],
+            # A whole epoch per call: small models spend more time in dispatch than in compute.
+            # Under a MirroredStrategy, Keras' loop over several steps fails in TensorFlow 2.21
+            # ("You must feed a value for placeholder tensor"), so each step is one call there.
+            steps_per_execution=steps_per_epoch if strategy is None else 1,
+            jit_compile=policy.jit_compile(epochs * steps_per_epoch),
+        )
     return Prepared(
         recipe=recipe,
         splits=splits,
@@ -117,6 +125,7 @@ def prepare(recipe: Recipe) -> Prepared:
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         policy=policy,
+        replicas=strategy.num_replicas_in_sync if strategy is not None else 1,
     )
 
 
