@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from zoo.recipe import load_recipe
 from zoo.training.trainer import train
 
