@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from keras import layers
+from keras import layers, mixed_precision
 from pydantic import Field
 
 from zoo.registry.models import ArgumentError
@@ -153,12 +153,14 @@ def dense(units: int, name: str, *, use_bias: bool = True, initializer: str = "h
 
 
 def classifier(x, num_classes: int, regularizer=None, initializer: str = "glorot_uniform"):
-    """The softmax layer every model ends with, so `predict` returns probabilities; in
-    float32 whatever the precision policy, so the softmax and the loss are (Keras' advice
-    for mixed precision)."""
+    """The softmax layer every model ends with, so `predict` returns probabilities. Under a
+    mixed precision policy it computes in float32, so the softmax and the loss do (Keras'
+    advice); otherwise it follows the policy (the gradient check's float64)."""
+    mixed = mixed_precision.dtype_policy().name.startswith("mixed_")
     return layers.Dense(num_classes, activation="softmax",
                         kernel_initializer=INITIALIZERS[initializer],
-                        kernel_regularizer=regularizer, name="classifier", dtype="float32")(x)
+                        kernel_regularizer=regularizer, name="classifier",
+                        dtype="float32" if mixed else None)(x)
 
 
 def add(tensors, name: str):
