@@ -54,9 +54,11 @@ def signature(input_shape: tuple[int, ...], num_classes: int):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
+    # Unnamed tensors: pyfunc then hands the model the array itself (a named one reaches Keras
+    # as a list, which it accepts with a warning at every call).
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape), "inputs")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]))
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *input_shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
 
 
 def log_model(run, model, example: np.ndarray, *, step: int,
