@@ -144,8 +144,13 @@ def test_a_run_killed_with_sigkill_resumes_into_its_run_with_identical_weights(t
     assert test_accuracy[0].value == pytest.approx(uninterrupted["test_accuracy"], abs=0)
 
 
-def test_a_nan_run_fails_and_keeps_its_last_finite_backup(mlflow_client, model_dir):
+def test_a_nan_run_fails_and_keeps_its_last_finite_backup(mlflow_client, model_dir,
+                                                          monkeypatch):
     import keras
+
+    from zoo.training import backup
+
+    monkeypatch.setattr(backup, "EVERY_SECONDS", 0.0)  # every epoch
 
     from zoo.errors import TrainingError
     from zoo.recipe import load_recipe
