@@ -349,66 +349,56 @@ def lr_range_test(rates: Sequence[float], losses: Sequence[float], smoothed: Seq
 
 
 class FiguresAside:
-    """Figures drawn in forked child processes while this one goes on; `wait()` returns their
+    """Figures drawn in a forked child process while this one goes on; `wait()` returns their
     paths.
 
     A run's figures cost a few tenths of a second of matplotlib, which holds Python's lock: on
     a thread they would stall the work that follows (evaluation, saving, logging) as long. A
-    fork shares the data without copying it and draws on another core; the figures are shared
-    out between up to one child per core, since the run, saved and logged, soon waits for
-    them. Where there is no fork (Windows, macOS's default), or a child fails or hangs,
-    `wait()` draws its figures here instead, so that an error surfaces where it can be read.
+    fork shares the data without copying it and draws on another core. Where there is no fork
+    (Windows, macOS's default), or the child fails or hangs, `wait()` draws them here instead,
+    so that an error surfaces where it can be read.
 
     Args:
         jobs: path -> a callable that draws the figure into the path it is given; from plain
-            data only (a child must not touch TensorFlow, whose threads it has not got).
+            data only (the child must not touch TensorFlow, whose threads it has not got).
         folder: a folder that `close()` removes (where the figures were drawn).
-        timeout: seconds `wait()` gives the children before drawing here.
+        timeout: seconds `wait()` gives the child before drawing here.
     """
 
     def __init__(self, jobs: Mapping[Path, Callable[[Path], object]], *,
                  folder: Path | None = None, timeout: float = 120.0):
         import multiprocessing
-        import os
 
         self.jobs = dict(jobs)
         self.folder = folder
         self.timeout = timeout
-        self._children: list[tuple[object, dict]] = []  # (process, the jobs it draws)
+        self._child = None
         if self.jobs and "fork" in multiprocessing.get_all_start_methods():
             _join_warm_ups()
-            pyplot()  # imported here, not in a child: a thread may hold the import lock
-            count = max(1, min(len(self.jobs), os.cpu_count() or 1))
-            items = list(self.jobs.items())
-            for i in range(count):
-                share = dict(items[i::count])
-                child = multiprocessing.get_context("fork").Process(
-                    target=_draw_in_child, args=(share,), name="zoo-figures", daemon=True)
-                child.start()
-                self._children.append((child, share))
+            pyplot()  # imported here, not in the child: a thread may hold the import lock
+            self._child = multiprocessing.get_context("fork").Process(
+                target=_draw_in_child, args=(self.jobs,), name="zoo-figures", daemon=True)
+            self._child.start()
 
     def wait(self) -> list[Path]:
-        """Wait for the children; the figures' paths, in the order of `jobs`."""
-        children, self._children = self._children, []
-        drawn: set[Path] = set()
-        for child, share in children:
+        """Wait for the child; the figures' paths, in the order of `jobs`."""
+        child, self._child = self._child, None
+        if child is not None:
             child.join(self.timeout)
             if child.exitcode == 0:
-                drawn.update(share)
-            else:
-                child.kill()
-                child.join()
+                return list(self.jobs)
+            child.kill()
+            child.join()
         for path, draw in self.jobs.items():
-            if path not in drawn:
-                draw(path)
+            draw(path)
         return list(self.jobs)
 
     def close(self) -> None:
-        """Stop the children that still run, and remove `folder`."""
+        """Stop the child if it still runs, and remove `folder`."""
         import shutil
 
-        children, self._children = self._children, []
-        for child, _ in children:
+        child, self._child = self._child, None
+        if child is not None:
             child.kill()
             child.join()
         if self.folder is not None:
