@@ -106,6 +106,21 @@ def _backups(home: Path) -> list[Path]:
     return sorted((home / "models").glob("**/*.backup/epoch-*.json"))
 
 
+def _kill_after_a_backup(process: subprocess.Popen, home: Path, epoch: int = 5) -> int:
+    """SIGKILL `process` once it has backed up epoch `epoch` or a later one; returns the epoch
+    of the last backup it left."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        backups = _backups(home)
+        if backups and json.loads(backups[-1].read_text())["epoch"] >= epoch:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    return json.loads(_backups(home)[-1].read_text())["epoch"]
+
+
 def test_a_run_killed_with_sigkill_resumes_into_its_run_with_identical_weights(tmp_path):
     from mlflow import MlflowClient
 
@@ -113,17 +128,7 @@ def test_a_run_killed_with_sigkill_resumes_into_its_run_with_identical_weights(t
     home = _home(tmp_path)
     _, uninterrupted = _train(_home(tmp_path / "other"), store)
 
-    process = _train(home, store, wait=False)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        backups = _backups(home)
-        if backups and json.loads(backups[-1].read_text())["epoch"] >= 5:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    killed_at = json.loads(_backups(home)[-1].read_text())["epoch"]
+    killed_at = _kill_after_a_backup(_train(home, store, wait=False), home)
     assert 5 <= killed_at < 40
 
     out, resumed = _train(home, store)
@@ -187,17 +192,8 @@ def test_a_killed_grid_resumes_inside_its_interrupted_cell(tmp_path):
     command = [sys.executable, "-m", "zoo.cli", "ablate", RECIPE, *OVERRIDES,
                "--axis", "model.dropout=0,0.1", "--seeds", "1", "--workers", "1"]
     env = {**os.environ, "ZOO_HOME": str(home), "MLFLOW_TRACKING_URI": store}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        backups = _backups(home)
-        if backups and json.loads(backups[-1].read_text())["epoch"] >= 5:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the grid ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    _kill_after_a_backup(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL), home)
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -20,9 +20,10 @@ from zoo.server import free_port, server_command, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Debian's package, part of these machines' image; elsewhere the tests say why they did not run.
 pytestmark = pytest.mark.skipif(
-    not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not postgres.shutil.which(
-        "initdb"), reason="PostgreSQL is not installed")
+    not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"),
+    reason="PostgreSQL is not installed (Debian: apt-get install postgresql)")
 
 
 def _listening(port: int) -> bool:
@@ -46,7 +47,7 @@ def cluster():
 
 
 def test_a_folder_the_postgres_user_cannot_reach_is_named(tmp_path):
-    if os.geteuid() != 0:
+    if os.geteuid() != 0:  # a user's own cluster runs as that user, who can reach the folder
         pytest.skip("only root hands the cluster to the postgres user")
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
