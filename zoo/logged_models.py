@@ -113,36 +113,40 @@ def save_logged_model(client, experiment_id: str, model, example: np.ndarray, *,
         raise
 
 
-def log_splits(run, splits, source_name: str) -> dict[str, tuple[str, str]]:
-    """The train, validation and test splits as the run's inputs (the UI's Dataset column),
-    each with a digest of its arrays, so a changed split shows as another data set.
+def split_datasets(splits, source_name: str) -> dict[str, Any]:
+    """The `training`, `validation` and `test` splits (those with examples) as MLflow datasets
+    named `<data set>-train`, `-validation`, `-test`, each with a digest of its arrays.
 
     Args:
-        run: the `zoo.tracking.TrackedRun`.
-        splits: the run's `zoo.data.Splits`.
+        splits: a `zoo.data.Splits`.
         source_name: where the data come from, e.g. `zoo.data:mnist1d`.
-
-    Returns:
-        Context (`training`, `validation`, `test`) -> (data set name, digest), for metrics that
-        name the data set they were computed on.
     """
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     source = CodeDatasetSource(tags={"mlflow.source.name": source_name})
     parts = {"training": ("train", splits.x_train, splits.y_train),
              "validation": ("validation", splits.x_val, splits.y_val),
              "test": ("test", splits.x_test, splits.y_test)}
-    inputs, named = [], {}
-    for context, (part, x, y) in parts.items():
-        if len(y) == 0:
-            continue
-        dataset = mlflow.data.from_numpy(x, source=source, targets=y,
-                                         name=f"{splits.name}-{part}")
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(),
-                                   tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        named[context] = (dataset.name, dataset.digest)
-    run.client.log_inputs(run.run_id, datasets=inputs)
-    return named
+    return {context: mlflow.data.from_numpy(x, source=source, targets=y,
+                                            name=f"{splits.name}-{part}")
+            for context, (part, x, y) in parts.items() if len(y)}
+
+
+def log_splits(run, splits, source_name: str) -> dict[str, tuple[str, str]]:
+    """The splits (`split_datasets`) as the run's inputs (the UI's Dataset column), so a
+    changed split shows as another data set.
+
+    Returns:
+        Context (`training`, `validation`, `test`) -> (data set name, digest), for metrics that
+        name the data set they were computed on.
+    """
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    datasets = split_datasets(splits, source_name)
+    run.client.log_inputs(run.run_id, datasets=[
+        DatasetInput(dataset._to_mlflow_entity(),
+                     tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        for context, dataset in datasets.items()])
+    return {context: (d.name, d.digest) for context, d in datasets.items()}

@@ -205,8 +205,8 @@ class BackupAndResume(keras.callbacks.Callback):
         self.run_id = run_id
         self.early_stopping = early_stopping
         self.rate_controller = rate_controller
-        self.history: dict[str, list[float]] = dict(resume.state.get("history", {})) \
-            if resume else {}
+        history = resume.state.get("history", {}) if resume else {}
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in history.items()}
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._read_values = None

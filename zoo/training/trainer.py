@@ -22,7 +22,7 @@ from zoo.data import Splits, load_dataset
 from zoo.data.augment import augment_tensor
 from zoo.data.pipeline import training_dataset
 from zoo.errors import TrainingError
-from zoo.logged_models import log_model, log_splits
+from zoo.logged_models import log_model, log_splits, split_datasets
 from zoo.recipe import Recipe, training_length
 from zoo.training.backup import BackupAndResume, BackupStore, Snapshot, backup_folder
 from zoo.training.execution import Policy, precision_and_devices, seed_everything
@@ -219,7 +219,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
                             parent_run_id=parent_run_id, resume_run_id=resume_run_id) as run:
         if resume_run_id is None:
             run.log_params(recipe.flat())
-            run.datasets = log_splits(run, prepared.splits, f"zoo.data:{recipe.data.dataset}")
+            run.datasets = log_splits(run, prepared.splits, _data_source(prepared.splits))
         else:
             run.continue_after_kill()
             _log_backed_up_epochs(run, resume)
@@ -411,13 +411,17 @@ def _description(prepared: Prepared) -> str:
             f"`zoo train {source} seed={recipe.seed}` (fingerprint `{recipe.fingerprint[:12]}`).")
 
 
+def _data_source(splits: Splits) -> str:
+    return f"zoo.data:{splits.name}"
+
+
 def _test_split(run, splits: Splits) -> tuple[str, str] | None:
     """(name, digest) of the test split, as logged among the run's inputs."""
     if "test" in run.datasets:
         return run.datasets["test"]
-    from mlflow.data import from_numpy  # a resumed run: the first process logged its inputs
-
-    return f"{splits.name}-test", from_numpy(splits.x_test, targets=splits.y_test).digest
+    # A resumed run: the first process logged its inputs.
+    test = split_datasets(splits, _data_source(splits)).get("test")
+    return (test.name, test.digest) if test is not None else None
 
 
 def _log_recipe(run, recipe: Recipe) -> None:
