@@ -18,7 +18,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview test test-full lint docs ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview test test-scale test-full lint docs ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -98,7 +98,10 @@ bench: $(ENV) ## the speed contract as ratios measured in one run, each with its
 	$(ZOO) bench $(ARGS)
 
 test: $(ENV) ## run the fast test suite (a few minutes on 2 cores)
-	$(BIN)/pytest -q -m "not slow" $(ARGS)
+	$(BIN)/pytest -q -m "not slow and not scale" $(ARGS)
+
+test-scale: $(ENV) ## PostgreSQL, a tracking server, a search and a grid with workers, one killed (~4 min)
+	$(BIN)/pytest -q -s -m scale tests/test_scale.py $(ARGS)
 
 test-full: $(ENV) ## run every test, slow ones included
 	$(BIN)/pytest -q $(ARGS)

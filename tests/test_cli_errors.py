@@ -108,3 +108,23 @@ def test_a_reader_that_goes_away_ends_the_output_without_a_traceback():
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+@pytest.mark.parametrize("env,argv,pieces", [
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1"}, [],
+     ["KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID not"]),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000",
+      "KERASTUNER_TUNER_ID": "tuner0"}, ["--workers", "2"], ["tuner0 of a search across",
+                                                             "drop --workers"]),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "eight",
+      "KERASTUNER_TUNER_ID": "chief"}, [], ["KERASTUNER_ORACLE_PORT must be a port number"]),
+])
+def test_a_search_across_machines_with_a_missing_or_bad_setting_is_refused(
+        capsys, mlflow_client, monkeypatch, env, argv, pieces):
+    for name in ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    before = run_count(mlflow_client)
+    refused(capsys, ["tune", "digits/mlp", SPACE, "training.epochs=1", *argv], *pieces)
+    assert run_count(mlflow_client) == before

@@ -32,14 +32,26 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
+    from zoo.errors import ArgumentError
     from zoo.recipe import load_recipe
-    from zoo.workflows.tune import refine, tune
+    from zoo.workflows.tune import is_chief, join, refine, shared_role, tune
 
+    role = shared_role()
+    if role is not None and (args.workers is not None or args.refine):
+        raise ArgumentError("tune: KERASTUNER_ORACLE_IP is set, so this process is "
+                            f"{role} of a search across machines, which starts no workers "
+                            "and refines nothing; drop --workers/--refine, or unset "
+                            "KERASTUNER_ORACLE_IP to search here")
     recipe = load_recipe(args.recipe, args.overrides)
+    if role is not None and not is_chief(role):
+        trained = join(recipe, role)
+        print(f"zoo: {role}: no trial left after {trained} trained here; the chief writes "
+              "the tuned recipe")
+        return 0
     if args.refine:
         result = refine(recipe, workers=args.workers)
     else:
-        result = tune(recipe, overwrite=args.overwrite, workers=args.workers)
+        result = tune(recipe, overwrite=args.overwrite, workers=args.workers, role=role)
     print(f"\nbest           {json.dumps(result.best_values)}")
     print(f"{recipe.tune.objective.name:<14} {result.best_score:.4f}")
     print(f"mlflow run     {result.parent_run_id} (parent; one child run per trial)")

@@ -2,13 +2,15 @@
 training run (same registry, same `train`), tracked as an MLflow child run of one parent run.
 
 The search lives in `tuning/<recipe>/` (Keras Tuner's oracle plus `zoo_tune.json`), so running
-the same tune again resumes it: finished trials are not re-run, an interrupted one is retried.
+the same tune again resumes it: finished trials are not re-run, an interrupted one is retried
+(from its last backup, into its MLflow run).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import time
@@ -26,6 +28,7 @@ from zoo.files import write_text_atomically
 from zoo.recipe import Recipe, describe_values, validate
 from zoo.training.trainer import prepare, train
 
+CHIEF_WAIT_SECONDS = 300  # a worker started before the chief waits this long for its run
 EDGE_FRACTION = 0.05  # a best value this close to a range end (in sampling units) is "at the edge"
 STATE_FILE = "zoo_tune.json"
 
@@ -130,9 +133,10 @@ class ZooTuner(kt.Tuner):
                 tags={layout.TRIAL_ID: trial.trial_id, layout.EXECUTION: execution,
                       **{layout.TRIAL_VALUE_PREFIX + k: v for k, v in shown.items()}},
                 # A trial's run is for comparing trials: no figures, no MLflow Model (the best
-                # trial's recipe is written out, and `zoo train` on it gives its model), and
-                # no backups (an interrupted trial is run again from its start by the tuner).
-                plots=False, mlflow_model=False, backup=False,
+                # trial's recipe is written out, and `zoo train` on it gives its model). It is
+                # backed up: the tuner gives an interrupted trial out again (a killed worker's
+                # to the same tuner id), and it resumes into the same run.
+                plots=False, mlflow_model=False,
             )
             scores.append(self._score(result.history[objective.name]))
             fit_seconds += result.fit_seconds
@@ -162,8 +166,43 @@ class ZooTuner(kt.Tuner):
         raise NotImplementedError("zoo trials are saved by zoo.training; see the MLflow child runs")
 
 
+def shared_role() -> str | None:
+    """This process's part in a search spread over machines, or None for a search `zoo tune`
+    runs itself: the KERASTUNER_TUNER_ID set beside KERASTUNER_ORACLE_IP and
+    KERASTUNER_ORACLE_PORT (Keras Tuner's own variables; an id with `chief` in it is the
+    chief, as Keras Tuner has it).
+
+    Raises:
+        ArgumentError: KERASTUNER_ORACLE_IP is set without the other two, or a bad port.
+    """
+    if not os.environ.get("KERASTUNER_ORACLE_IP"):
+        return None
+    missing = [name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
+               if not os.environ.get(name)]
+    if missing:
+        raise ArgumentError(
+            f"tune: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not; a search "
+            "across machines needs all three (KERASTUNER_TUNER_ID=chief on one machine, "
+            "tuner0, tuner1, ... on the others), or unset KERASTUNER_ORACLE_IP to search here")
+    _oracle_address()  # a bad port is refused before anything runs
+    return os.environ["KERASTUNER_TUNER_ID"]
+
+
+def is_chief(role: str) -> bool:
+    """Keras Tuner's rule: an id with `chief` in it serves the oracle."""
+    return "chief" in role
+
+
+def _oracle_address() -> tuple[str, int]:
+    port = os.environ["KERASTUNER_ORACLE_PORT"]
+    if not port.isdigit():
+        raise ArgumentError(f"tune: KERASTUNER_ORACLE_PORT must be a port number (received "
+                            f"{port!r}), e.g. 8000")
+    return os.environ["KERASTUNER_ORACLE_IP"], int(port)
+
+
 def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = None,
-         workers: int | None = 1) -> TuneResult:
+         workers: int | None = 1, role: str | None = None) -> TuneResult:
     """Run (or resume) the search a recipe's `tune` block describes.
 
     Args:
@@ -173,14 +212,13 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
         workers: 1 searches in this process; N > 1 runs Keras Tuner's chief and N workers on
             this machine, logging through a local MLflow server; None picks one per core (at
             most one per trial; 1 for a bayesian search, see `_pick_workers`).
+        role: a chief's id from `shared_role`: serve the search to workers started elsewhere
+            (`join`) instead of starting any (`workers` is then not used).
 
     Returns:
         The best trial's values and score, the parent run id and the tuned recipe's path.
     """
-    if not recipe.tune.space:
-        raise ZooError(f"{recipe.name}: tune.space is empty; add dimensions, e.g. "
-                       "tune.space='{optimizer.learning_rate: {type: float, min: 1e-4, "
-                       "max: 1e-1, sampling: log}}'")
+    _check_space(recipe)
     if workers is not None and workers < 1:
         raise ArgumentError(f"tune: --workers must be at least 1 (received {workers}); 1 "
                             "searches in this process, N > 1 starts N worker processes")
@@ -193,7 +231,7 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
             f"{parent_id}, which is not in {tracking.tracking_uri()} (was the store cleaned?); "
             "run with --overwrite to start afresh, or set MLFLOW_TRACKING_URI to the store it "
             "was recorded in")
-    workers = _pick_workers(recipe, workers)
+    workers = 1 if role is not None else _pick_workers(recipe, workers)
     experiment = layout.experiment_for(recipe.data.dataset)
     with tracking.start_run(experiment, f"tune {recipe.name}", {
         layout.RECIPE: recipe.name, layout.FINGERPRINT: recipe.fingerprint,
@@ -209,7 +247,9 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
                                "tune.max_trials": recipe.tune.max_trials,
                                "tune.space": recipe.tune.model_dump(mode="json")["space"]})
         started = time.monotonic()
-        if workers > 1:
+        if role is not None:
+            tuner = _serve_search(recipe, folder, parent.run_id)
+        elif workers > 1:
             tuner = _run_distributed(recipe, folder, parent.run_id, workers)
         else:
             tuner = make_tuner(recipe, folder, parent.run_id)
@@ -217,6 +257,13 @@ def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = No
         result = _finish(recipe, tuner, parent, folder)
         parent.log_metrics({"tune_seconds": time.monotonic() - started})
         return result
+
+
+def _check_space(recipe: Recipe) -> None:
+    if not recipe.tune.space:
+        raise ZooError(f"{recipe.name}: tune.space is empty; add dimensions, e.g. "
+                       "tune.space='{optimizer.learning_rate: {type: float, min: 1e-4, "
+                       "max: 1e-1, sampling: log}}'")
 
 
 def _pick_workers(recipe: Recipe, requested: int | None) -> int:
@@ -396,6 +443,82 @@ def _run_distributed(recipe: Recipe, folder: Path, parent_run_id: str, workers: 
     run_processes(["tune-role", str(recipe_path), "--directory", str(folder),
                    "--parent-run", parent_run_id], workers, name=recipe.name)
     return make_tuner(recipe, folder, parent_run_id)
+
+
+def _serve_search(recipe: Recipe, folder: Path, parent_run_id: str) -> ZooTuner:
+    """The chief of a search across machines: serve the oracle at KERASTUNER_ORACLE_IP:PORT
+    to the workers (`join`) until none has a trial left, reporting each finished trial."""
+    from zoo.workflows.workers import serve_until_done
+
+    host, port = _oracle_address()
+    tuner = make_tuner(recipe, folder, parent_run_id)  # as the chief: the oracle itself
+    print(f"zoo: serving the search of {recipe.name} (MLflow run {parent_run_id}) on "
+          f"{host}:{port}; on each machine run the same `zoo tune` with MLFLOW_TRACKING_URI="
+          f"{tracking.tracking_uri()}, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT={port} "
+          "and KERASTUNER_TUNER_ID=tuner0, tuner1, ...", flush=True)
+    reported: set[str] = set()
+
+    def report() -> None:
+        for trial in list(tuner.oracle.trials.values()):
+            if trial.status == "COMPLETED" and trial.trial_id not in reported:
+                reported.add(trial.trial_id)
+                print(f"zoo: trial {trial.trial_id} finished: {recipe.tune.objective.name} "
+                      f"{trial.score:.4f} ({len(reported)} finished)", flush=True)
+
+    serve_until_done(tuner.oracle, host, port, poll=report)
+    report()
+    return tuner
+
+
+def join(recipe: Recipe, role: str, directory: Path | None = None) -> int:
+    """A worker of a search across machines: train the trials the chief at
+    KERASTUNER_ORACLE_IP:PORT gives out, into its MLflow run, until none is left.
+
+    A worker started again under the same KERASTUNER_TUNER_ID (after a kill) gets back the
+    trial it held, which resumes from its last backup.
+
+    Returns:
+        How many trials this worker trained.
+    """
+    _check_space(recipe)
+    host, port = _oracle_address()
+    parent_run_id = _chief_run(recipe)
+    print(f"zoo: {role} joins the search of {recipe.name} (MLflow run {parent_run_id}) served "
+          f"on {host}:{port}", flush=True)
+    folder = directory or paths.project_root() / "tuning" / recipe.name
+    tuner = make_tuner(recipe, folder, parent_run_id)  # as a worker: asks the chief's oracle
+    tuner.search(verbose=0)
+    return len(tuner.trial_log)
+
+
+def _chief_run(recipe: Recipe) -> str:
+    """The RUNNING parent run the chief opened for this recipe and configuration, waited for
+    (a worker may start first): the only link a worker needs besides the chief's address."""
+    client = tracking.client()
+    query = (f"tags.`{layout.RECIPE}` = '{recipe.name}' and "
+             f"tags.`{layout.FINGERPRINT}` = '{recipe.fingerprint}' and "
+             "attributes.status = 'RUNNING'")
+    deadline = time.monotonic() + CHIEF_WAIT_SECONDS
+    said = False
+    while True:
+        experiment = client.get_experiment_by_name(layout.experiment_for(recipe.data.dataset))
+        runs = [] if experiment is None else [
+            run for run in client.search_runs([experiment.experiment_id], query,
+                                              order_by=["attributes.start_time DESC"])
+            if layout.TUNE_ALGORITHM in run.data.tags]
+        if runs:
+            return runs[0].info.run_id
+        if time.monotonic() > deadline:
+            raise ZooError(
+                f"tune: no running search of {recipe.name} with this configuration in "
+                f"{tracking.tracking_uri()} after {CHIEF_WAIT_SECONDS} s; start the chief "
+                "(KERASTUNER_TUNER_ID=chief) with the same recipe, overrides and "
+                "MLFLOW_TRACKING_URI")
+        if not said:
+            print(f"zoo: waiting for the chief's search of {recipe.name} in "
+                  f"{tracking.tracking_uri()} ...", flush=True)
+            said = True
+        time.sleep(2)
 
 
 def _recipe_file(recipe: Recipe, folder: Path) -> Path:

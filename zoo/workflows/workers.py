@@ -19,7 +19,9 @@ A job list with `--workers N` (`run_jobs`):
 Workers write `<index>.started`, `<index>.result.json` or `<index>.error.json` beside the job
 file; the parent reads them for its progress lines and results. A job that raises a `ZooError`
 stops the whole run with its message (the parent's own training stops after its current epoch);
-Ctrl-C or SIGTERM in the parent stops every worker, whose runs end KILLED.
+Ctrl-C or SIGTERM in the parent stops every worker, whose runs end KILLED. A worker killed by a
+signal from elsewhere (SIGKILL, the OOM killer, a crash) is started again under its tuner id
+(`Restarts`): the oracle gives it back its trial, which resumes from its last backup.
 
 `zoo tune --workers N` (`run_processes`) starts Keras Tuner's chief as a process of its own and N
 workers. Across machines the pieces are the same (docs/experiments.md, "Workers"): a shared
@@ -56,6 +58,10 @@ POLL_SECONDS = 0.5
 SPEC_POLL_SECONDS = 0.05  # a waiting worker looks for its job file this often
 END_POLL_SECONDS = 0.1  # the parent, done with its own jobs, looks for the last results
 OBJECTIVE = "test_accuracy"  # only recorded in the oracle: nothing is chosen by it
+# A worker killed by a signal (SIGKILL, the OOM killer, a crash) is started again under its
+# tuner id this many times: Keras Tuner's oracle gives a returning tuner id its unfinished
+# trial, and the trial's backup resumes it into the same MLflow run.
+RESTARTS = 2
 
 
 def cores() -> int:
@@ -130,11 +136,12 @@ def run_processes(role: Sequence[str], workers: int, *, name: str, track: bool =
     with _worker_store(track) as worker_uri:
         env = _worker_environment(worker_uri, server.free_port())
         processes: dict[str, subprocess.Popen] = {}
+        module_and_args = ["zoo.cli", *role]
         try:
             # Workers need not wait for the chief: their gRPC calls wait until it listens.
-            _spawn(["zoo.cli", *role], ["chief", *(f"tuner{i}" for i in range(workers))], env,
+            _spawn(module_and_args, ["chief", *(f"tuner{i}" for i in range(workers))], env,
                    processes)
-            _wait(processes, name, poll)
+            _wait(processes, name, poll, Restarts(module_and_args, env))
         finally:
             _stop(processes)
 
@@ -188,17 +195,58 @@ def _spawn(module_and_args: Sequence[str], tuner_ids: Sequence[str], env: dict[s
             env={**env, "KERASTUNER_TUNER_ID": tuner_id}, start_new_session=True)
 
 
+@dataclass
+class Restarts:
+    """Starts a worker killed by a signal again under its tuner id, up to `RESTARTS` times.
+
+    A signal from elsewhere (SIGKILL, the OOM killer, a crash) ends a worker with a negative
+    exit code; a job that failed exits 1 or 2, and a stop this process asked for is not
+    watched. Keras Tuner's oracle keeps a trial given to a tuner id until that id reports it:
+    the restarted worker asks again, gets the same trial, and its training resumes from its
+    last backup into its MLflow run. Workers on other machines are restarted by hand, with the
+    same KERASTUNER_TUNER_ID.
+    """
+
+    module_and_args: Sequence[str]
+    env: dict[str, str]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def restart_killed(self, processes: dict[str, subprocess.Popen],
+                       skip: Sequence[str] = ()) -> None:
+        """Start again each process of `processes` (but those in `skip`) that a signal ended
+        and has restarts left; the others are left for the caller to report."""
+        for tuner_id, process in list(processes.items()):
+            code = process.poll()
+            if tuner_id in skip or code is None or code >= 0:
+                continue
+            done = self.counts.get(tuner_id, 0)
+            if done >= RESTARTS:
+                continue
+            self.counts[tuner_id] = done + 1
+            print(f"zoo: worker {tuner_id} was killed ({_signal_name(-code)}); starting it "
+                  f"again ({done + 1}/{RESTARTS}): its trial resumes from its last backup",
+                  flush=True)
+            _spawn(self.module_and_args, [tuner_id], self.env, processes)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _wait(processes: dict[str, subprocess.Popen], name: str,
-          poll: Callable[[], None] | None) -> None:
+          poll: Callable[[], None] | None, restarts: Restarts) -> None:
     check = poll or (lambda: None)
-    workers = {k: p for k, p in processes.items() if k != "chief"}
     while True:
         check()
         chief = processes["chief"].poll()
         if chief not in (None, 0):
             raise ZooError(f"{name}: the Keras Tuner chief (the oracle server) exited with "
                            f"code {chief}; see its output above")
-        codes = {k: p.poll() for k, p in workers.items()}
+        restarts.restart_killed(processes, skip=("chief",))
+        codes = {k: p.poll() for k, p in processes.items() if k != "chief"}
         failed = {k: c for k, c in codes.items() if c not in (None, 0)}
         if failed or all(c == 0 for c in codes.values()):
             check()  # a failed job's own message, or the last results
@@ -415,6 +463,7 @@ class WorkerPool:
     processes: dict[str, subprocess.Popen]
     finished: bool = False  # every job of the pool's job list has its result
     server: Any = None  # the oracle's gRPC server, from `serve` until the workers are gone
+    restarts: Restarts | None = None  # starts a killed worker again
 
     @property
     def spec(self) -> Path:
@@ -442,10 +491,12 @@ class WorkerPool:
         try:
             with _worker_store(track, count) as worker_uri:
                 pool = cls(folder, server.free_port(), {})
+                module_and_args = ["zoo.cli", "jobs-role", str(pool.spec)]
+                env = _worker_environment(worker_uri, pool.port)
+                pool.restarts = Restarts(module_and_args, env)
                 try:
-                    _spawn(["zoo.cli", "jobs-role", str(pool.spec)],
-                           [f"tuner{i}" for i in range(1, count + 1)],
-                           _worker_environment(worker_uri, pool.port), pool.processes)
+                    _spawn(module_and_args, [f"tuner{i}" for i in range(1, count + 1)], env,
+                           pool.processes)
                     yield pool
                 finally:
                     # Before a temporary MLflow server goes. Workers still waiting for a job
@@ -531,11 +582,7 @@ class _Shared:
         while not self.finished.wait(POLL_SECONDS):
             try:
                 self._collect()
-                failed = {k: p.returncode for k, p in self.pool.processes.items()
-                          if p.poll() not in (None, 0)}
-                if failed and self.error is None:
-                    listed = ", ".join(f"{k} (exit code {c})" for k, c in failed.items())
-                    raise JobError(f"{self.name}: worker {listed} failed; see its output above")
+                self._check_workers()
             except ZooError as err:
                 with self.lock:
                     if self.error is None:
@@ -574,13 +621,26 @@ class _Shared:
         if self.error is not None:
             raise self.error
 
+    def _check_workers(self) -> None:
+        """Start again the workers a signal killed; raise for one that failed."""
+        with self.lock:  # the watcher and the end of `run` both look
+            if self.pool.restarts is not None:
+                self.pool.restarts.restart_killed(self.pool.processes)
+            failed = {k: p.returncode for k, p in self.pool.processes.items()
+                      if p.poll() not in (None, 0)}
+        if failed and self.error is None:
+            listed = ", ".join(f"{k} (exit code {c})" for k, c in failed.items())
+            raise JobError(f"{self.name}: worker {listed} failed; see its output above")
+
     def _workers_done(self) -> bool:
+        self._check_workers()  # a killed worker started again is not done
         return all(p.poll() is not None for p in self.pool.processes.values())
 
 
-def _serve(oracle, port: int):
-    """Keras Tuner's oracle service on 127.0.0.1:`port`, answered from a thread of this
-    process (`keras_tuner`'s `oracle_chief.start_server` does the same, but blocks)."""
+def _serve(oracle, port: int, host: str = "127.0.0.1"):
+    """Keras Tuner's oracle service on `host`:`port`, answered from a thread of this process
+    (`keras_tuner`'s `oracle_chief.start_server` does the same, but blocks, and looks for the
+    end of the search only every 20 s). The server has the servicer as `servicer`."""
     from concurrent import futures
 
     import grpc
@@ -588,10 +648,31 @@ def _serve(oracle, port: int):
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    protos.get_service_grpc().add_OracleServicer_to_server(OracleServicer(oracle), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    if not server.add_insecure_port(f"{host}:{port}"):
+        raise ZooError(f"cannot serve the search's oracle on {host}:{port}: the address is "
+                       "not this machine's or the port is taken; set KERASTUNER_ORACLE_IP and "
+                       "KERASTUNER_ORACLE_PORT to a free address of this machine")
     server.start()
+    server.servicer = servicer
     return server
+
+
+def serve_until_done(oracle, host: str, port: int, poll: Callable[[], None] | None = None,
+                     ) -> None:
+    """Serve `oracle` to workers on other machines (and this one) until the search is over:
+    a worker was told there is no trial left, and no worker holds one or is still to ask."""
+    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    server = _serve(oracle, port, host)
+    try:
+        while not (server.servicer.stop_triggered and exit_chief(oracle)):
+            if poll:
+                poll()
+            time.sleep(POLL_SECONDS)
+    finally:
+        server.stop(grace=None)
 
 
 def _index(path: Path) -> int:

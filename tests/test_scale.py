@@ -1,0 +1,259 @@
+"""The team setup at scale (`make test-scale`): a real PostgreSQL, the MLflow tracking server on
+it, a search of 8 trials with 3 workers and a grid of 8 cells with 2 workers logging to it, one
+worker SIGKILLed in the middle of a trial in each, and a search across "machines" (a chief and
+workers started by hand, each in a project folder of its own, as docs/experiments.md says).
+
+Every trial and cell must be recorded exactly once, FINISHED, with one value per epoch of each
+per-epoch metric; everything started must be stopped at the end, nothing left listening.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from zoo import mlflow_layout as layout
+from zoo import postgres
+from zoo.server import free_port, server_command, wait_until_healthy
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = "mnist1d/mlp"
+EPOCHS = 8
+# Long enough per epoch that a kill lands mid-trial after a backup, short enough for CI.
+TRAINING = [f"training.epochs={EPOCHS}", "model.widths=[256,256]"]
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+pytestmark = [
+    pytest.mark.scale,
+    pytest.mark.skipif(
+        not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"),
+        reason="PostgreSQL is not installed (Debian: apt-get install postgresql)"),
+]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Team:
+    """PostgreSQL and the tracking server on it, and the ports opened on the way."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.cluster = postgres.Cluster(folder / "postgres", port=free_port())
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: subprocess.Popen | None = None
+        self.ports = [self.cluster.port, self.port]  # checked closed at the end
+
+    def start(self) -> None:
+        uri = postgres.start(self.cluster)
+        self.server = subprocess.Popen(
+            server_command(uri, "127.0.0.1", self.port, workers=2),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "ZOO_HOME": str(self.folder)})  # artifacts under build/
+        wait_until_healthy(self.url, self.server)
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGTERM)
+            self.server.wait(timeout=60)
+        postgres.stop(self.cluster)
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.url)
+
+    def home(self, name: str) -> Path:
+        """A project folder of its own (a machine's checkout): recipes, models, tuning/."""
+        home = self.folder / name
+        if not home.exists():
+            shutil.copytree(REPO / "recipes", home / "recipes")
+        return home
+
+    def zoo(self, argv: list[str], home: Path, log: str, **env: str) -> subprocess.Popen:
+        """`zoo <argv>` as a process of its own against the server, its output in `log`."""
+        out = open(self.folder / log, "w")  # noqa: SIM115 (closed by the process's end)
+        return subprocess.Popen(
+            [sys.executable, "-m", "zoo.cli", *argv], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": self.url, "ZOO_HOME": str(home), **env})
+
+    def output(self, log: str) -> str:
+        return (self.folder / log).read_text()
+
+
+@pytest.fixture(scope="module")
+def team():
+    # Not under pytest's tmp_path, which other users cannot enter: as root, PostgreSQL runs as
+    # the postgres user.
+    folder = Path(tempfile.mkdtemp(prefix="zoo-test-scale-"))
+    folder.chmod(0o755)
+    team = Team(folder)
+    try:
+        team.start()
+        yield team
+    finally:
+        team.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    still = [port for port in team.ports if _listening(port)]
+    assert not still, f"still listening on 127.0.0.1:{still}"
+
+
+def _children(client, parent_id: str) -> list:
+    from zoo.tracking import child_runs
+
+    return child_runs(client, parent_id)
+
+
+def _workers_of(parent: subprocess.Popen) -> dict[str, int]:
+    """The worker processes `parent` started: tuner id -> pid (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        variables = dict(v.decode(errors="replace").split("=", 1) for v in environ if b"=" in v)
+        if (variables.get("ZOO_WORKER_PARENT") == str(parent.pid)
+                and int(stat.rsplit(")", 1)[1].split()[1]) == parent.pid):
+            found[variables.get("KERASTUNER_TUNER_ID", "?")] = int(entry.name)
+    return found
+
+
+def _kill_mid_trial(team: Team, pid: int, home: Path, seconds: float = 240) -> str:
+    """SIGKILL `pid` once one of its runs is training and has written a backup; returns that
+    run's id."""
+    client, deadline = team.client(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for run in client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                f"attributes.status = 'RUNNING' and tags.`{layout.PROCESS}` LIKE '{pid}:%'"):
+            # The run's backups: beside its model file, named after its seed and fingerprint.
+            tags = run.data.tags
+            name = f"seed{tags[layout.SEED]}-{tags[layout.FINGERPRINT][:12]}.backup"
+            if list((home / "models").rglob(f"{name}/epoch-*.json")):
+                os.kill(pid, signal.SIGKILL)
+                return run.info.run_id
+        time.sleep(0.2)
+    raise AssertionError(f"worker {pid} never trained a backed-up epoch in {seconds} s")
+
+
+def _wait(process: subprocess.Popen, team: Team, log: str, seconds: float = 600) -> None:
+    try:
+        code = process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"{log} still running after {seconds} s:\n"
+                             f"{team.output(log)[-3000:]}") from None
+    assert code == 0, team.output(log)[-3000:]
+
+
+def _assert_recorded_once(team: Team, parent_id: str, expected: int, *keys: str) -> list:
+    """Each of `expected` children (told apart by the tags `keys`) once, FINISHED, with one
+    value per epoch of every per-epoch metric; returns the runs."""
+    client = team.client()
+    runs = _children(client, parent_id)
+    statuses = Counter(run.info.status for run in runs)
+    assert statuses == {"FINISHED": expected}, statuses
+    keys = Counter(tuple(run.data.tags.get(key) for key in keys) for run in runs)
+    assert len(keys) == expected and set(keys.values()) == {1}, keys
+    for run in runs:
+        for name in EPOCH_METRICS:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.info.run_name, name, steps)
+        assert "test_accuracy" in run.data.metrics
+    return runs
+
+
+def test_a_search_of_8_trials_with_3_workers_survives_a_killed_worker(team):
+    home = team.home("search")
+    started = time.monotonic()
+    search = team.zoo(["tune", RECIPE, *TRAINING, "tune.max_trials=8", "--workers", "3"],
+                      home, "search.log")
+    deadline = time.monotonic() + 120
+    while "tuner1" not in (workers := _workers_of(search)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed_run = _kill_mid_trial(team, workers["tuner1"], home)
+    _wait(search, team, "search.log")
+    output = team.output("search.log")
+    assert "worker tuner1 was killed (SIGKILL); starting it again" in output, output[-3000:]
+    parent = team.client().search_runs(
+        [team.client().get_experiment_by_name("mnist1d").experiment_id],
+        f"attributes.run_name = 'tune {RECIPE}'")[0]
+    runs = _assert_recorded_once(team, parent.info.run_id, 8, layout.TRIAL_ID)
+    # The killed trial resumed into its own run: FINISHED, its epochs once each.
+    assert killed_run in {run.info.run_id for run in runs}
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_finished"] == 8
+    print(f"search: 8 trials, {len(runs) * len(EPOCH_METRICS) * EPOCHS} epoch values, "
+          f"tuner1 killed and resumed, {time.monotonic() - started:.0f} s")
+
+
+def test_a_grid_of_8_cells_with_2_workers_survives_a_killed_worker(team):
+    home = team.home("grid")
+    started = time.monotonic()
+    grid = team.zoo(["ablate", RECIPE, *TRAINING, "--axis", "model.dropout=0,0.3",
+                     "--axis", "regularization.l2=0,0.0001", "--seeds", "2", "--workers", "2"],
+                    home, "grid.log")
+    deadline = time.monotonic() + 120
+    while "tuner1" not in (workers := _workers_of(grid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed_run = _kill_mid_trial(team, workers["tuner1"], home)
+    _wait(grid, team, "grid.log")
+    output = team.output("grid.log")
+    assert "worker tuner1 was killed (SIGKILL); starting it again" in output, output[-3000:]
+    client = team.client()
+    parent = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
+                                f"attributes.run_name LIKE 'ablate {RECIPE}%'")[0]
+    runs = _assert_recorded_once(team, parent.info.run_id, 8, layout.CELL, layout.SEED)
+    assert killed_run in {run.info.run_id for run in runs}
+    print(f"grid: 8 cells, tuner1 killed and resumed, {time.monotonic() - started:.0f} s")
+
+
+def test_a_search_across_machines_started_by_hand(team):
+    """The steps of docs/experiments.md ("Across machines"), each "machine" a project folder of
+    its own on 127.0.0.1: the chief, two workers, one of them killed and started again by hand
+    under its tuner id."""
+    port = free_port()
+    team.ports.append(port)
+    shared = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    argv = ["tune", RECIPE, *TRAINING, "tune.max_trials=4", "tune.seed=7"]
+    chief = team.zoo(argv, team.home("machine-a"), "chief.log",
+                     KERASTUNER_TUNER_ID="chief", **shared)
+    workers = {name: team.zoo(argv, team.home(f"machine-{name}"), f"{name}.log",
+                              KERASTUNER_TUNER_ID=name, **shared)
+               for name in ("tuner0", "tuner1")}
+    killed_run = _kill_mid_trial(team, workers["tuner1"].pid, team.home("machine-tuner1"))
+    workers["tuner1"].wait(timeout=30)
+    again = team.zoo(argv, team.home("machine-tuner1"), "tuner1-again.log",
+                     KERASTUNER_TUNER_ID="tuner1", **shared)
+    for name, process in [*workers.items(), ("tuner1-again", again)]:
+        if name != "tuner1":
+            _wait(process, team, f"{name}.log")
+    _wait(chief, team, "chief.log")
+    assert "tuned recipe" in team.output("chief.log")
+    assert "joins the search" in team.output("tuner0.log")
+    client = team.client()
+    parents = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
+                                 f"attributes.run_name = 'tune {RECIPE}'",
+                                 order_by=["attributes.start_time DESC"])
+    runs = _assert_recorded_once(team, parents[0].info.run_id, 4, layout.TRIAL_ID)
+    assert killed_run in {run.info.run_id for run in runs}
+    processes = {run.data.tags[layout.PROCESS] for run in runs}
+    assert len(processes) >= 2, "the trials should have been shared between the workers"
