@@ -24,9 +24,10 @@ signal from elsewhere (SIGKILL, the OOM killer, a crash) is started again under 
 (`Restarts`): the oracle gives it back its trial, which resumes from its last backup.
 
 `zoo tune --workers N` (`run_processes`) starts Keras Tuner's chief as a process of its own and N
-workers. Across machines the pieces are the same (docs/experiments.md, "Workers"): a shared
-MLflow server, the chief's address in KERASTUNER_ORACLE_IP/PORT, and `zoo jobs-role JOBS.json`
-on each machine with a tuner id, the job file's folder shared.
+workers. A search across machines (docs/experiments.md, "Across machines") runs `zoo tune` on
+each with Keras Tuner's variables set: the chief serves its oracle with `serve_until_done`, the
+others join it (`zoo.workflows.tune.join`). Job lists run on one machine: their job and result
+files live in a folder of this one.
 """
 
 from __future__ import annotations
