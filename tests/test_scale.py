@@ -164,13 +164,14 @@ def _wait(process: subprocess.Popen, team: Team, log: str, seconds: float = 600)
     assert code == 0, team.output(log)[-3000:]
 
 
-def _assert_recorded_once(team: Team, parent_id: str, expected: int, *keys: str) -> list:
+def _assert_recorded_once(team: Team, log: str, parent_id: str, expected: int,
+                          *keys: str) -> list:
     """Each of `expected` children (told apart by the tags `keys`) once, FINISHED, with one
     value per epoch of every per-epoch metric; returns the runs."""
     client = team.client()
     runs = _children(client, parent_id)
     statuses = Counter(run.info.status for run in runs)
-    assert statuses == {"FINISHED": expected}, statuses
+    assert statuses == {"FINISHED": expected}, (statuses, team.output(log)[-6000:])
     keys = Counter(tuple(run.data.tags.get(key) for key in keys) for run in runs)
     assert len(keys) == expected and set(keys.values()) == {1}, keys
     for run in runs:
@@ -196,7 +197,8 @@ def test_a_search_of_8_trials_with_3_workers_survives_a_killed_worker(team):
     parent = team.client().search_runs(
         [team.client().get_experiment_by_name("mnist1d").experiment_id],
         f"attributes.run_name = 'tune {RECIPE}'")[0]
-    runs = _assert_recorded_once(team, parent.info.run_id, 8, layout.TRIAL_ID)
+    runs = _assert_recorded_once(team, "search.log", parent.info.run_id, 8,
+                                 layout.TRIAL_ID)
     # The killed trial resumed into its own run: FINISHED, its epochs once each.
     assert killed_run in {run.info.run_id for run in runs}
     assert parent.info.status == "FINISHED"
@@ -221,7 +223,8 @@ def test_a_grid_of_8_cells_with_2_workers_survives_a_killed_worker(team):
     client = team.client()
     parent = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
                                 f"attributes.run_name LIKE 'ablate {RECIPE}%'")[0]
-    runs = _assert_recorded_once(team, parent.info.run_id, 8, layout.CELL, layout.SEED)
+    runs = _assert_recorded_once(team, "grid.log", parent.info.run_id, 8, layout.CELL,
+                                 layout.SEED)
     assert killed_run in {run.info.run_id for run in runs}
     print(f"grid: 8 cells, tuner1 killed and resumed, {time.monotonic() - started:.0f} s")
 
@@ -253,7 +256,8 @@ def test_a_search_across_machines_started_by_hand(team):
     parents = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
                                  f"attributes.run_name = 'tune {RECIPE}'",
                                  order_by=["attributes.start_time DESC"])
-    runs = _assert_recorded_once(team, parents[0].info.run_id, 4, layout.TRIAL_ID)
+    runs = _assert_recorded_once(team, "chief.log", parents[0].info.run_id, 4,
+                                 layout.TRIAL_ID)
     assert killed_run in {run.info.run_id for run in runs}
     processes = {run.data.tags[layout.PROCESS] for run in runs}
     assert len(processes) >= 2, "the trials should have been shared between the workers"
