@@ -118,3 +118,58 @@ def test_a_run_through_the_tracking_server_on_postgresql(cluster, tmp_path, monk
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
     assert not _listening(port)
+
+
+@pytest.mark.parametrize("through_server", [True, False])
+def test_runs_starting_together_log_the_same_new_splits(cluster, tmp_path, monkeypatch,
+                                                        through_server):
+    """The workers of a grid start their first runs together: each logs the splits, which the
+    experiment does not have yet, and none may fail on the data sets' unique key."""
+    import threading
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from zoo.data import load_dataset
+    from zoo.logged_models import log_splits
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    uri = postgres.start(cluster)
+    server = None
+    if through_server:
+        port = free_port()
+        server = subprocess.Popen(server_command(uri, "127.0.0.1", port, workers=2),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        uri = f"http://127.0.0.1:{port}"
+        wait_until_healthy(uri, server)
+    try:
+        splits = load_dataset("digits", 0.1)
+        experiment = MlflowClient(uri).create_experiment("together")
+        runs = 8
+        barrier, errors, clients = threading.Barrier(runs), [], [MlflowClient(uri)
+                                                                  for _ in range(runs)]
+        ids = [client.create_run(experiment).info.run_id for client in clients]
+
+        def log(index: int) -> None:
+            barrier.wait()
+            try:
+                log_splits(SimpleNamespace(client=clients[index], run_id=ids[index]), splits,
+                           "zoo.data:digits")
+            except Exception as err:  # the failure this test is about, reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=log, args=(i,)) for i in range(runs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[0]
+        for run_id in ids:
+            inputs = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+            assert sorted(d.dataset.name for d in inputs) == [
+                "digits-test", "digits-train", "digits-validation"]
+    finally:
+        if server is not None:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)

@@ -142,11 +142,34 @@ def log_splits(run, splits, source_name: str) -> dict[str, tuple[str, str]]:
         name the data set they were computed on.
     """
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     datasets = split_datasets(splits, source_name)
-    run.client.log_inputs(run.run_id, datasets=[
-        DatasetInput(dataset._to_mlflow_entity(),
-                     tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-        for context, dataset in datasets.items()])
+    inputs = [DatasetInput(dataset._to_mlflow_entity(),
+                           tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+              for context, dataset in datasets.items()]
+    for attempt in range(1, DATASET_ATTEMPTS + 1):
+        try:
+            run.client.log_inputs(run.run_id, datasets=inputs)
+            break
+        except MlflowException as err:
+            if attempt == DATASET_ATTEMPTS or not _lost_insert_race(err):
+                raise
     return {context: (d.name, d.digest) for context, d in datasets.items()}
+
+
+# MLflow's SQL store logs a run's inputs by looking for each data set of the experiment and
+# inserting those it did not find. Runs that start together on a new experiment (the workers of
+# a grid or a search) all miss the same data sets; on PostgreSQL all but the first insert then
+# fail on the data sets' unique key, and the whole call is rolled back. Tried again, the call
+# finds the data sets the first one inserted.
+DATASET_ATTEMPTS = 3
+
+
+def _lost_insert_race(err: Exception) -> bool:
+    """Whether `err` is a unique-key violation (PostgreSQL's or SQLite's wording), as a server
+    reports it or the store raises it."""
+    text = str(err)
+    return "duplicate key value violates unique constraint" in text or (
+        "UNIQUE constraint failed" in text)

@@ -14,7 +14,8 @@ def add(commands) -> None:
         "tuning overheads; print each ratio with its target (make bench).",
         examples=["zoo bench", "zoo bench --repeats 1"])
     bench.add_argument("--repeats", type=int, default=2,
-                       help="timed runs of each training side; the fastest of each is compared "
+                       help="timed runs of each zoo training side (the bare Keras baselines run "
+                       "once); the fastest of each is compared "
                        "(default: 2)")
     bench.set_defaults(handler=handle)
 

@@ -458,6 +458,7 @@ def warm_up_logging() -> None:
 
     plots.pyplot()
     import mlflow.keras  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401  (loaded lazily by save_model: 0.1 s of imports)
 
     warn_dependency_requirement_mismatches(pip_requirements())  # its package scan is cached
 
