@@ -175,9 +175,9 @@ def test_a_nan_run_fails_and_keeps_its_last_finite_backup(mlflow_client, model_d
         [mlflow_client.get_experiment_by_name("digits").experiment_id],
         filter_string=f"tags.`zoo.fingerprint` = '{recipe.fingerprint}' and tags.`zoo.seed` = '7'")
     assert [r.info.status for r in runs] == ["FAILED"]
-    from zoo.training.trainer import _model_path
+    from zoo.training.trainer import model_path_for
 
-    store = BackupStore(backup_folder(_model_path(recipe, model_dir)))
+    store = BackupStore(backup_folder(model_path_for(recipe, model_dir)))
     epochs = sorted(json.loads(p.read_text())["epoch"] for p in store.folder.glob("*.json"))
     assert epochs == [2, 3], "the NaN epoch is not backed up; the two before it are kept"
 

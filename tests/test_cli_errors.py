@@ -128,3 +128,26 @@ def test_a_search_across_machines_with_a_missing_or_bad_setting_is_refused(
     before = run_count(mlflow_client)
     refused(capsys, ["tune", "digits/mlp", SPACE, "training.epochs=1", *argv], *pieces)
     assert run_count(mlflow_client) == before
+
+
+@pytest.mark.parametrize("env,argv,pieces", [
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000",
+      "KERASTUNER_TUNER_ID": "tuner1"}, ["join"], ["'tuner1' is not a joining worker's id"]),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}, ["join"],
+     ["'' is not a joining worker's id"]),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_TUNER_ID": "worker1"}, ["join"],
+     ["KERASTUNER_ORACLE_PORT must be a port number"]),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000",
+      "KERASTUNER_TUNER_ID": "worker1"},
+     ["ablate", "digits/mlp", "--axis", "model.dropout=0,0.3", "--seeds", "1"],
+     ["KERASTUNER_TUNER_ID=worker1 is a worker's id", "zoo join"]),
+])
+def test_a_grid_across_machines_with_a_bad_setting_is_refused(capsys, mlflow_client,
+                                                               monkeypatch, env, argv, pieces):
+    for name in ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    before = run_count(mlflow_client)
+    refused(capsys, argv, *pieces)
+    assert run_count(mlflow_client) == before

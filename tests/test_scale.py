@@ -9,6 +9,7 @@ per-epoch metric; everything started must be stopped at the end, nothing left li
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -261,3 +262,51 @@ def test_a_search_across_machines_started_by_hand(team):
     assert killed_run in {run.info.run_id for run in runs}
     processes = {run.data.tags[layout.PROCESS] for run in runs}
     assert len(processes) >= 2, "the trials should have been shared between the workers"
+
+
+def test_a_grid_across_machines_started_by_hand(team):
+    """A grid served to workers elsewhere (docs/experiments.md, "Across machines"): the chief
+    `zoo ablate` with the oracle's address, two `zoo join` in project folders of their own, one
+    killed and started again by hand; the chief gets every result, remote models included."""
+    import keras
+
+    from zoo.training.model_files import weights_sha256
+
+    port = free_port()
+    team.ports.append(port)
+    shared = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    chief_home = team.home("grid-chief")
+    chief = team.zoo(["ablate", RECIPE, *TRAINING, "--axis",
+                      "model.dropout=0,0.2,0.4", "--seeds", "2", "--workers", "1"],
+                     chief_home, "grid-chief.log", **shared)
+    joined = {name: team.zoo(["join"], team.home(f"grid-{name}"), f"grid-{name}.log",
+                             KERASTUNER_TUNER_ID=name, **shared)
+              for name in ("worker1", "worker2")}
+    killed_run = _kill_mid_trial(team, joined["worker2"].pid, team.home("grid-worker2"))
+    joined["worker2"].wait(timeout=30)
+    again = team.zoo(["join"], team.home("grid-worker2"), "grid-worker2-again.log",
+                     KERASTUNER_TUNER_ID="worker2", **shared)
+    for name, process in (("grid-worker1", joined["worker1"]), ("grid-worker2-again", again),
+                          ("grid-chief", chief)):
+        _wait(process, team, f"{name}.log")
+    output = team.output("grid-chief.log")
+    assert "[6/6]" in output and "serving 6 jobs on 127.0.0.1" in output, output[-3000:]
+    client = team.client()
+    parent = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
+                                f"attributes.run_name = 'ablate {RECIPE}'",
+                                order_by=["attributes.start_time DESC"])[0]
+    runs = _assert_recorded_once(team, "grid-chief.log", parent.info.run_id, 6, layout.CELL,
+                                 layout.SEED)
+    assert killed_run in {run.info.run_id for run in runs}
+    chief_pid = str(chief.pid)
+    remote = [run for run in runs if run.data.tags[layout.PROCESS].split(":")[0] != chief_pid]
+    assert remote, "the joined workers trained none of the jobs"
+    # Their models came back to the chief's models/ folder, the weights the workers trained.
+    for run in remote:
+        tags = run.data.tags
+        name = f"seed{tags[layout.SEED]}-{tags[layout.FINGERPRINT][:12]}.keras"
+        [path] = list((chief_home / "models").rglob(name))
+        reported = json.loads(Path(client.download_artifacts(
+            run.info.run_id, "zoo-result/result.json", str(team.folder))).read_text())
+        model = keras.saving.load_model(path, compile=False)
+        assert weights_sha256(model) == reported["weights_sha256"]

@@ -20,6 +20,7 @@ from zoo.cli import (
     build_zoo,
     compare,
     gradcheck,
+    join,
     listing,
     lr_find,
     postgres,
@@ -41,7 +42,8 @@ INTERNAL_COMMANDS = roles.NAMES
 
 # In the order `zoo --help` lists them.
 PUBLIC_COMMANDS = (train, tune, ablate, compare, gradcheck, sanity, lr_find, server, postgres,
-                   augment_preview, listing, predict, build_zoo, register, reproduce, ui, bench)
+                   augment_preview, listing, predict, build_zoo, join, register, reproduce, ui,
+                   bench)
 
 
 def main(argv: list[str] | None = None) -> int:

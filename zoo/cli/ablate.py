@@ -28,12 +28,13 @@ def add(commands) -> None:
 
 def handle(args) -> int:
     """Run the command; returns its exit status."""
-    from zoo.workflows.workers import WorkerPool, check_workers, cores
+    from zoo.workflows.workers import WorkerPool, check_workers, cores, shared_address
 
     check_workers(args.workers, "ablate")
+    address = shared_address("ablate")  # KERASTUNER_ORACLE_IP/PORT: workers elsewhere join
     # The other workers start first: they import TensorFlow while this process loads and checks
     # the grid and opens its MLflow run, and are ready when the first job is.
-    with WorkerPool.started((args.workers or cores()) - 1) as pool:
+    with WorkerPool.started((args.workers or cores()) - 1, address=address) as pool:
         from zoo.recipe import load_recipe
         from zoo.workflows.ablate import ablate, parse_axis
 

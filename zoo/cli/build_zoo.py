@@ -30,8 +30,10 @@ def handle(args) -> int:
     from zoo.workflows.build_zoo import ENTRIES, build_zoo, update_readme
 
     names = args.names or tuple(ENTRIES)
+    from zoo.workflows.workers import shared_address
+
     manifest = build_zoo(names, seeds=tuple(range(args.seeds)), workers=args.workers,
-                         track=not args.no_track)
+                         track=not args.no_track, address=shared_address("build-zoo"))
     readme = paths.project_root() / "README.md"
     if readme.exists() and update_readme(manifest, readme):
         print(f"zoo: updated the zoo table in {readme}")

@@ -194,7 +194,7 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
     """
     started = time.perf_counter()
     prepared = prepare(recipe)  # every user error surfaces here, before MLflow is touched
-    model_path = _model_path(recipe, model_dir)
+    model_path = model_path_for(recipe, model_dir)
     store = BackupStore(backup_folder(model_path)) if backup else None
     resume = _resume_point(prepared, store) if store is not None else None
     if not track:
@@ -463,7 +463,8 @@ def warm_up_logging() -> None:
     warn_dependency_requirement_mismatches(pip_requirements())  # its package scan is cached
 
 
-def _model_path(recipe: Recipe, model_dir: Path | None) -> Path:
+def model_path_for(recipe: Recipe, model_dir: Path | None = None) -> Path:
+    """Where `train` saves the model of `recipe` (under `model_dir`, default `models/`)."""
     # Same configuration and seed give the same weights, so the path is keyed by exactly those.
     folder = re.sub(r"[^\w./-]", "_", recipe.name).strip("./") or "recipe"
     return (model_dir or paths.models_dir()) / folder / (

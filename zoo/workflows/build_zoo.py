@@ -39,7 +39,8 @@ SEEDS = (0, 1, 2)
 def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEEDS,
               directory: Path = PRETRAINED_DIR, track: bool = True,
               overrides: Sequence[str] = (), model_dir: Path | None = None,
-              workers: int | None = 1) -> dict[str, Any]:
+              workers: int | None = 1,
+              address: tuple[str, int] | None = None) -> dict[str, Any]:
     """Train `names` over `seeds`, ship the best-validated seed of each, update the manifest.
 
     Entries not in `names` keep their manifest rows, so one entry can be rebuilt alone.
@@ -48,6 +49,8 @@ def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEED
     `workers`: 1 trains in this process, N > 1 in N worker processes (`zoo.workers`), None one
     per core; an entry is shipped as soon as all its seeds are in. Each seed's result depends
     on its recipe and seed only, so the manifest does not depend on the number of workers.
+    `address`: (host, port) to serve the jobs on to workers on other machines (`zoo join`),
+    whose models come back through the MLflow tracking server.
 
     Returns:
         The manifest written.
@@ -91,7 +94,7 @@ def build_zoo(names: Sequence[str] = tuple(ENTRIES), seeds: Sequence[int] = SEED
             _ship_entry(manifest, name, [runs[name][i] for i in sorted(runs[name])], directory)
 
     run_jobs(jobs, pick_workers(workers, len(jobs), "build-zoo"), name="build-zoo",
-             on_start=starting, on_done=done)
+             on_start=starting, on_done=done, address=address)
     return manifest
 
 

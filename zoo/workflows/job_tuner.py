@@ -13,7 +13,7 @@ import keras_tuner as kt
 
 from zoo.errors import ZooError
 from zoo.files import write_text_atomically
-from zoo.workflows.workers import OBJECTIVE, Job, JobResult
+from zoo.workflows.workers import JOBS_HP, OBJECTIVE, Job, JobResult, publish_result
 
 
 class JobOracle(kt.Oracle):
@@ -23,9 +23,11 @@ class JobOracle(kt.Oracle):
     successor only when that trial ends, which keeps at most two workers busy.
     """
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, published: str | None = None):
         space = kt.HyperParameters()
         space.Int("job", 0, max(jobs - 1, 1))
+        if published is not None:  # the jobs themselves, for workers that join (`zoo join`)
+            space.Fixed(JOBS_HP, published)
         super().__init__(objective=kt.Objective(OBJECTIVE, "max"), max_trials=jobs,
                          hyperparameters=space)
 
@@ -50,8 +52,9 @@ class JobTuner(kt.engine.base_tuner.BaseTuner):
     runs the jobs there) it hands each job to `local.train_here`.
     """
 
-    def __init__(self, jobs: Sequence[Job], out: Path, local: Any = None, **kwargs):
-        self.jobs, self.out, self.local = jobs, out, local
+    def __init__(self, jobs: Sequence[Job], out: Path, local: Any = None, joined: bool = False,
+                 **kwargs):
+        self.jobs, self.out, self.local, self.joined = jobs, out, local, joined
         super().__init__(**kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
@@ -74,14 +77,26 @@ class JobTuner(kt.engine.base_tuner.BaseTuner):
             _write_error(self.out, index, f"{job.label}: {type(err).__name__}: {err} (see the "
                          "worker's traceback above)")
             raise Failed(1, err) from err
+        if self.joined:  # from elsewhere: the chief reads the result from the store
+            publish_result(result)
+            print(f"zoo: {job.label}: test_accuracy {result.test_accuracy:.4f}", flush=True)
         write_text_atomically(self.out / f"{index}.result.json", json.dumps(result.to_json()))
         return {OBJECTIVE: result.test_accuracy}
 
 
-def job_tuner(jobs: Sequence[Job], folder: Path, local: Any = None) -> JobTuner:
-    """The tuner of a job list whose files live in `folder` (the oracle's state included)."""
-    return JobTuner(jobs, folder / "results", local=local, oracle=JobOracle(len(jobs)),
-                    directory=str(folder), project_name="oracle")
+def job_tuner(jobs: Sequence[Job], folder: Path, local: Any = None, publish: bool = False,
+              joined: bool = False) -> JobTuner:
+    """The tuner of a job list whose files live in `folder` (the oracle's state included).
+
+    Args:
+        local: the object that trains the jobs in the chief's own process.
+        publish: the chief's oracle carries the jobs for workers that join from elsewhere.
+        joined: a worker that joined from elsewhere: it publishes its results to the store.
+    """
+    published = json.dumps([job.to_json() for job in jobs]) if publish else None
+    return JobTuner(jobs, folder / "results", local=local, joined=joined,
+                    oracle=JobOracle(len(jobs), published), directory=str(folder),
+                    project_name="oracle")
 
 
 def _write_error(out: Path, index: int, message: str) -> None:

@@ -26,8 +26,10 @@ signal from elsewhere (SIGKILL, the OOM killer, a crash) is started again under 
 `zoo tune --workers N` (`run_processes`) starts Keras Tuner's chief as a process of its own and N
 workers. A search across machines (docs/experiments.md, "Across machines") runs `zoo tune` on
 each with Keras Tuner's variables set: the chief serves its oracle with `serve_until_done`, the
-others join it (`zoo.workflows.tune.join`). Job lists run on one machine: their job and result
-files live in a folder of this one.
+others join it (`zoo.workflows.tune.join`). A job list served at KERASTUNER_ORACLE_IP:PORT
+(`shared_address`) carries its jobs in its oracle's space; `zoo join` elsewhere trains them and
+leaves each result and model file on the job's MLflow run, where the chief finds them
+(`joined_result`) by the job's tag.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,10 +62,44 @@ POLL_SECONDS = 0.5
 SPEC_POLL_SECONDS = 0.05  # a waiting worker looks for its job file this often
 END_POLL_SECONDS = 0.1  # the parent, done with its own jobs, looks for the last results
 OBJECTIVE = "test_accuracy"  # only recorded in the oracle: nothing is chosen by it
+JOBS_HP = "zoo.jobs"  # a shared job list's jobs, as JSON, in its oracle's space (`zoo join`)
+JOB_TAG = "zoo.job"  # "<list id>/<index>" on the runs of a shared job list
+RESULT_ARTIFACTS = "zoo-result"  # a joined worker's result and model file, on the job's run
 # A worker killed by a signal (SIGKILL, the OOM killer, a crash) is started again under its
 # tuner id this many times: Keras Tuner's oracle gives a returning tuner id its unfinished
 # trial, and the trial's backup resumes it into the same MLflow run.
 RESTARTS = 2
+
+
+def oracle_address(command: str) -> tuple[str, int]:
+    """KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT (Keras Tuner's own variables), checked.
+
+    Raises:
+        ArgumentError: the port is missing or not a number.
+    """
+    port = os.environ.get("KERASTUNER_ORACLE_PORT", "")
+    if not port.isdigit():
+        raise ArgumentError(f"{command}: KERASTUNER_ORACLE_PORT must be a port number (received "
+                            f"{port!r}), e.g. 8000; it goes with KERASTUNER_ORACLE_IP")
+    return os.environ["KERASTUNER_ORACLE_IP"], int(port)
+
+
+def shared_address(command: str) -> tuple[str, int] | None:
+    """Where a grid or a zoo build serves its jobs to workers on other machines (`zoo join`):
+    KERASTUNER_ORACLE_IP:PORT when set, this process being the chief; None serves them on
+    127.0.0.1 to this machine's workers only.
+
+    Raises:
+        ArgumentError: a bad port, or a KERASTUNER_TUNER_ID that is not the chief's.
+    """
+    if not os.environ.get("KERASTUNER_ORACLE_IP"):
+        return None
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "chief")
+    if "chief" not in tuner_id:
+        raise ArgumentError(f"{command}: KERASTUNER_TUNER_ID={tuner_id} is a worker's id; a "
+                            "worker joins with `zoo join`, the chief (this command) runs with "
+                            "KERASTUNER_TUNER_ID=chief or unset")
+    return oracle_address(command)
 
 
 def cores() -> int:
@@ -174,10 +211,10 @@ def _worker_store(track: bool, workers: int = 1) -> Iterator[str]:
             yield server_uri
 
 
-def _worker_environment(uri: str, port: int) -> dict[str, str]:
+def _worker_environment(uri: str, port: int, host: str = "127.0.0.1") -> dict[str, str]:
     """The environment of the processes `_spawn` starts: the store, the chief's address."""
     return {**os.environ, "MLFLOW_TRACKING_URI": uri,
-            "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
+            "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port),
             PARENT_ENVIRONMENT: str(os.getpid()),
             # Links to a temporary server on every run's end are no use to anyone.
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": os.environ.get(
@@ -419,9 +456,10 @@ class JobError(ZooError):
 def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
              on_start: Callable[[int], None] | None = None,
              on_done: Callable[[int, JobResult], None] | None = None,
-             pool: WorkerPool | None = None) -> list[JobResult]:
+             pool: WorkerPool | None = None,
+             address: tuple[str, int] | None = None) -> list[JobResult]:
     """Train every job; 1 worker trains them here in order, N > 1 here and in N - 1 worker
-    processes.
+    processes; with an `address`, workers on other machines may join (`join`).
 
     Args:
         jobs: the jobs; a job's index in this list is its trial number.
@@ -431,6 +469,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
         on_done: called with a job's index and result when it finishes (in this process).
         pool: worker processes started earlier (`WorkerPool.started`); None starts
             `workers - 1` now.
+        address: (host, port) to serve the jobs on to workers elsewhere (`shared_address`),
+            if `pool` is None.
 
     Returns:
         The results, in the order of `jobs`.
@@ -438,7 +478,10 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
     Raises:
         ZooError: a job failed (the first failure's message; the other workers are stopped).
     """
-    if workers <= 1 or len(jobs) <= 1:
+    shared = address is not None or (pool is not None and pool.shared)
+    if not jobs:
+        return []
+    if not shared and (workers <= 1 or len(jobs) <= 1):
         results = []
         for index, job in enumerate(jobs):
             if on_start:
@@ -450,7 +493,8 @@ def run_jobs(jobs: Sequence[Job], workers: int, *, name: str,
     with contextlib.ExitStack() as stack:
         if pool is None:
             pool = stack.enter_context(WorkerPool.started(
-                min(workers, len(jobs)) - 1, track=any(job.track for job in jobs)))
+                max(1, min(workers, len(jobs))) - 1, track=any(job.track for job in jobs),
+                address=address))
         return _Shared(jobs, pool, name, on_start, on_done).run()
 
 
@@ -465,6 +509,8 @@ class WorkerPool:
     finished: bool = False  # every job of the pool's job list has its result
     server: Any = None  # the oracle's gRPC server, from `serve` until the workers are gone
     restarts: Restarts | None = None  # starts a killed worker again
+    host: str = "127.0.0.1"  # the oracle's address
+    shared: bool = False  # served to workers on other machines too (`join`)
 
     @property
     def spec(self) -> Path:
@@ -475,15 +521,18 @@ class WorkerPool:
         """Answer the workers' requests to `oracle` from a thread of this process, until the
         pool closes: a worker that finished its last job still asks for another (and is told
         there is none) before it exits."""
-        self.server = _serve(oracle, self.port)
+        self.server = _serve(oracle, self.port, self.host)
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, count: int, *, track: bool = True) -> Iterator[WorkerPool]:
+    def started(cls, count: int, *, track: bool = True,
+                address: tuple[str, int] | None = None) -> Iterator[WorkerPool]:
         """Start `count` workers (0: none, the parent trains alone); stop them on leaving.
 
         Args:
             track: the jobs log to MLflow.
+            address: (host, port) to serve the oracle on to workers elsewhere too; None
+                serves it on 127.0.0.1 to this machine's workers only.
         """
         from zoo import server
 
@@ -491,9 +540,12 @@ class WorkerPool:
         (folder / "results").mkdir()
         try:
             with _worker_store(track, count) as worker_uri:
-                pool = cls(folder, server.free_port(), {})
+                host, port = address or ("127.0.0.1", server.free_port())
+                pool = cls(folder, port, {}, host=host, shared=address is not None)
                 module_and_args = ["zoo.cli", "jobs-role", str(pool.spec)]
-                env = _worker_environment(worker_uri, pool.port)
+                # This machine's workers reach an oracle on every interface at 127.0.0.1.
+                env = _worker_environment(worker_uri, pool.port,
+                                          "127.0.0.1" if host in ("0.0.0.0", "::") else host)
                 pool.restarts = Restarts(module_and_args, env)
                 try:
                     _spawn(module_and_args, [f"tuner{i}" for i in range(1, count + 1)], env,
@@ -526,17 +578,33 @@ class _Shared:
         self.error: ZooError | None = None  # the first failure, raised in this thread
         self.lock = threading.Lock()  # callbacks come from this thread and the watcher
         self.finished = threading.Event()
+        self.oracle = None  # the oracle served, once `run` made it
 
     def run(self) -> list[JobResult]:
+        # Keras Tuner's variables, set for workers elsewhere, name this process's oracle; its
+        # own tuner must not read them (as `chief` it would only serve, never train).
+        with _without_oracle_variables():
+            return self._run()
+
+    def _run(self) -> list[JobResult]:
         from zoo import interrupt
 
+        if self.pool.shared:
+            self._share()
         _create_sqlite_store_first(any(job.track for job in self.jobs))
         write_text_atomically(self.pool.spec, json.dumps(
             {"jobs": [job.to_json() for job in self.jobs]}))
         from zoo.workflows.job_tuner import Failed, job_tuner
 
-        tuner = job_tuner(self.jobs, self.pool.folder, local=self)
+        tuner = job_tuner(self.jobs, self.pool.folder, local=self, publish=self.pool.shared)
+        self.oracle = tuner.oracle
         self.pool.serve(tuner.oracle)
+        if self.pool.shared:
+            print(f"zoo: serving {len(self.jobs)} jobs on {self.pool.host}:{self.pool.port}; "
+                  "on other machines run `zoo join` with MLFLOW_TRACKING_URI="
+                  f"{_tracking_uri()}, KERASTUNER_ORACLE_IP=<this machine>, "
+                  f"KERASTUNER_ORACLE_PORT={self.pool.port} and KERASTUNER_TUNER_ID=worker1, "
+                  "worker2, ...", flush=True)
         watcher = threading.Thread(target=self._watch, name="zoo-jobs-watcher", daemon=True)
         watcher.start()
         try:
@@ -550,11 +618,13 @@ class _Shared:
                 # Stopped because a worker's job failed: that failure is the error to report.
             self._raise_error()
             # The workers' last results; they exit on their own once the oracle has no job
-            # left for them, and the pool stops whatever has not by the time it closes.
+            # left for them, and the pool stops whatever has not by the time it closes. Workers
+            # on other machines are waited for (one killed is started again by hand).
             while True:
                 self._collect()
                 self._raise_error()
-                if all(r is not None for r in self.results) or self._workers_done():
+                if all(r is not None for r in self.results) or (
+                        self._workers_done() and not self.pool.shared):
                     break
                 time.sleep(END_POLL_SECONDS)
             self.pool.finished = all(r is not None for r in self.results)
@@ -601,6 +671,41 @@ class _Shared:
             index = _index(path)
             if self.results[index] is None:
                 self._report_done(index, JobResult.from_json(json.loads(path.read_text())))
+        if self.pool.shared and self.oracle is not None:
+            self._collect_joined(out)
+
+    # -- workers on other machines (`join`)
+    def _share(self) -> None:
+        """Tag each job's run so that its result can be found in the shared store."""
+        import dataclasses
+        import uuid
+
+        untracked = [job.label for job in self.jobs if not job.track]
+        if untracked:
+            raise ArgumentError(f"{self.name}: workers on other machines report through the "
+                                "MLflow tracking server, so a shared job list must be tracked "
+                                "(drop --no-track)")
+        # The results of joined workers are downloaded as they come: no progress bars.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        list_id = uuid.uuid4().hex[:12]
+        self.jobs = [dataclasses.replace(job, tags={**job.tags, JOB_TAG: f"{list_id}/{i}"})
+                     for i, job in enumerate(self.jobs)]
+
+    def _collect_joined(self, out: Path) -> None:
+        """The jobs that workers elsewhere started or finished, as the oracle has them."""
+        for trial in list(self.oracle.trials.values()):
+            index = trial.hyperparameters.values.get("job")
+            if index is None:
+                continue
+            index = int(index)
+            if trial.status == "RUNNING":
+                self._report_start(index)
+            elif (trial.status == "COMPLETED" and self.results[index] is None
+                  and not (out / f"{index}.result.json").exists()):
+                result = joined_result(self.jobs[index])
+                if result is not None:
+                    self._report_start(index)
+                    self._report_done(index, result)
 
     def _report_start(self, index: int) -> None:
         with self.lock:
@@ -636,6 +741,104 @@ class _Shared:
     def _workers_done(self) -> bool:
         self._check_workers()  # a killed worker started again is not done
         return all(p.poll() is not None for p in self.pool.processes.values())
+
+
+ORACLE_VARIABLES = ("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID")
+
+
+@contextlib.contextmanager
+def _without_oracle_variables() -> Iterator[None]:
+    saved = {name: os.environ.pop(name) for name in ORACLE_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _tracking_uri() -> str:
+    from zoo import tracking
+
+    return tracking.tracking_uri()
+
+
+def publish_result(result: JobResult) -> None:
+    """From a worker that joined from elsewhere: the job's result and model file as artifacts
+    of its run, where the chief finds them (`joined_result`)."""
+    from zoo import tracking
+
+    with tempfile.TemporaryDirectory(prefix="zoo-result-") as tmp:
+        folder = Path(tmp) / RESULT_ARTIFACTS
+        folder.mkdir()
+        (folder / "result.json").write_text(json.dumps(result.to_json()))
+        shutil.copyfile(result.model_path, folder / "model.keras")
+        tracking.client().log_artifacts(result.run_id, str(folder), RESULT_ARTIFACTS)
+
+
+def joined_result(job: Job) -> JobResult | None:
+    """The result of a job a worker elsewhere trained, from its run's artifacts, its model file
+    placed where this machine would have saved it; None while the run is not FINISHED."""
+    import mlflow.artifacts
+
+    from zoo import tracking
+    from zoo.files import atomic_path
+    from zoo.training.trainer import model_path_for
+
+    client = tracking.client()
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`{JOB_TAG}` = '{job.tags[JOB_TAG]}' and attributes.status = 'FINISHED'")
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory(prefix="zoo-result-") as tmp:
+        folder = Path(mlflow.artifacts.download_artifacts(
+            run_id=runs[0].info.run_id, artifact_path=RESULT_ARTIFACTS, dst_path=tmp,
+            tracking_uri=tracking.tracking_uri()))
+        data = json.loads((folder / "result.json").read_text())
+        target = model_path_for(job.recipe, job.model_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as partial:
+            shutil.copyfile(folder / "model.keras", partial)
+    return JobResult.from_json({**data, "model_path": str(target)})
+
+
+def join() -> int:
+    """`zoo join`: a worker of a grid or a zoo build served by a chief elsewhere (Keras Tuner's
+    KERASTUNER_ORACLE_IP, _PORT and _TUNER_ID): train the jobs it gives out, each into its
+    MLflow run, until none is left. Started again under the same KERASTUNER_TUNER_ID after a
+    kill, the worker gets back the job it held, which resumes from its backup here.
+
+    Returns:
+        How many jobs this worker trained.
+    """
+    from keras_tuner.src.distribute.oracle_client import OracleClient
+
+    from zoo import interrupt
+    from zoo.workflows.job_tuner import job_tuner
+
+    host, port = oracle_address("join")
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
+    if not tuner_id or "chief" in tuner_id or re.fullmatch(r"tuner\d+", tuner_id):
+        raise ArgumentError(f"join: KERASTUNER_TUNER_ID={tuner_id!r} is not a joining worker's "
+                            "id; give each worker one of its own, e.g. worker1 (the chief's "
+                            "has 'chief' in it, and tuner0, tuner1, ... are its own workers')")
+    print(f"zoo: {tuner_id} asks the chief on {host}:{port} for its jobs ...", flush=True)
+    space = OracleClient(None).get_space()  # waits until the chief serves
+    published = [hp.value for hp in space.space if hp.name == JOBS_HP]
+    if not published:
+        raise ZooError(f"join: the chief on {host}:{port} serves a search, not a job list; join "
+                       "it with `zoo tune RECIPE` and the same recipe and overrides")
+    # The chief's paths are not this machine's: models go to this project's models/.
+    jobs = [Job.from_json({**job, "model_dir": None}) for job in json.loads(published[0])]
+    print(f"zoo: {tuner_id} joins {len(jobs)} jobs, logging to {_tracking_uri()}", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="zoo-join-"))
+    (folder / "results").mkdir()
+    try:
+        interrupt.install()  # a stop ends the job's run KILLED, its backup kept
+        tuner = job_tuner(jobs, folder, joined=True)
+        tuner.search(verbose=0)
+        return len(list((folder / "results").glob("*.result.json")))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _serve(oracle, port: int, host: str = "127.0.0.1"):
