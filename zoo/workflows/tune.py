@@ -194,11 +194,9 @@ def is_chief(role: str) -> bool:
 
 
 def _oracle_address() -> tuple[str, int]:
-    port = os.environ["KERASTUNER_ORACLE_PORT"]
-    if not port.isdigit():
-        raise ArgumentError(f"tune: KERASTUNER_ORACLE_PORT must be a port number (received "
-                            f"{port!r}), e.g. 8000")
-    return os.environ["KERASTUNER_ORACLE_IP"], int(port)
+    from zoo.workflows.workers import oracle_address
+
+    return oracle_address("tune")
 
 
 def tune(recipe: Recipe, *, overwrite: bool = False, directory: Path | None = None,
