@@ -249,3 +249,18 @@ def test_a_grid_that_fails_its_checks_stops_the_early_workers_quietly(tmp_path):
             if line.startswith("zoo:")]
     assert len(ours) == 1 and ours[0].startswith("zoo: error: command line: model.dilation")
     assert not (tmp_path / "mlflow.db").exists()  # nothing was recorded
+
+
+def test_an_oracle_address_that_is_taken_is_a_clear_error():
+    import socket
+
+    from zoo.errors import ZooError
+    from zoo.workflows.job_tuner import JobOracle
+    from zoo.workflows.workers import _serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ZooError, match=f"cannot serve the oracle on 127.0.0.1:{port}"):
+            _serve(JobOracle(2), port)

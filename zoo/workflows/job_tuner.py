@@ -71,17 +71,29 @@ class JobTuner(kt.engine.base_tuner.BaseTuner):
             result = JobResult.of(job.train(), keep_model=False)
         except ZooError as err:
             _write_error(self.out, index, str(err))
+            if self.joined:
+                self._failed_for_the_chief(job, err)
             raise Failed(2, err) from err
         except Exception as err:
             traceback.print_exc()
             _write_error(self.out, index, f"{job.label}: {type(err).__name__}: {err} (see the "
                          "worker's traceback above)")
+            if self.joined:
+                self._failed_for_the_chief(job, err)
             raise Failed(1, err) from err
         if self.joined:  # from elsewhere: the chief reads the result from the store
             publish_result(result)
             print(f"zoo: {job.label}: test_accuracy {result.test_accuracy:.4f}", flush=True)
         write_text_atomically(self.out / f"{index}.result.json", json.dumps(result.to_json()))
         return {OBJECTIVE: result.test_accuracy}
+
+
+    @staticmethod
+    def _failed_for_the_chief(job: Job, err: BaseException):
+        """A joined worker's failed job: Keras Tuner ends the trial FAILED at the chief (which
+        stops on it), and this worker goes on. The chief sees the status, not the message."""
+        print(f"zoo: {job.label} failed: {err}", flush=True)
+        raise kt.errors.FailedTrialError(str(err)) from err
 
 
 def job_tuner(jobs: Sequence[Job], folder: Path, local: Any = None, publish: bool = False,

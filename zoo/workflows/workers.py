@@ -700,6 +700,11 @@ class _Shared:
             index = int(index)
             if trial.status == "RUNNING":
                 self._report_start(index)
+            elif trial.status in ("FAILED", "INVALID") and self.results[index] is None:
+                # Only a joined worker ends a trial so (`JobTuner._failed_for_the_chief`).
+                raise JobError(f"{self.name}: {self.jobs[index].label} failed on a worker that "
+                               "joined from elsewhere; its message is in that worker's output "
+                               "and its MLflow run")
             elif (trial.status == "COMPLETED" and self.results[index] is None
                   and not (out / f"{index}.result.json").exists()):
                 result = joined_result(self.jobs[index])
@@ -854,9 +859,13 @@ def _serve(oracle, port: int, host: str = "127.0.0.1"):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    if not server.add_insecure_port(f"{host}:{port}"):
-        raise ZooError(f"cannot serve the search's oracle on {host}:{port}: the address is "
-                       "not this machine's or the port is taken; set KERASTUNER_ORACLE_IP and "
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # newer gRPC raises where older returned 0
+        bound = 0
+    if not bound:
+        raise ZooError(f"cannot serve the oracle on {host}:{port}: the address is not this "
+                       "machine's or the port is taken; set KERASTUNER_ORACLE_IP and "
                        "KERASTUNER_ORACLE_PORT to a free address of this machine")
     server.start()
     server.servicer = servicer
