@@ -1,7 +1,8 @@
 """The team setup at scale (`make test-scale`): a real PostgreSQL, the MLflow tracking server on
 it, a search of 8 trials with 3 workers and a grid of 8 cells with 2 workers logging to it, one
-worker SIGKILLed in the middle of a trial in each, and a search across "machines" (a chief and
-workers started by hand, each in a project folder of its own, as docs/experiments.md says).
+worker SIGKILLed in the middle of a trial in each; then a search, a grid and a zoo build across
+"machines" (a chief and workers started by hand, each in a project folder of its own, as
+docs/experiments.md says), a worker killed and started again by hand.
 
 Every trial and cell must be recorded exactly once, FINISHED, with one value per epoch of each
 per-epoch metric; everything started must be stopped at the end, nothing left listening.
@@ -310,3 +311,46 @@ def test_a_grid_across_machines_started_by_hand(team):
             run.info.run_id, "zoo-result/result.json", str(team.folder))).read_text())
         model = keras.saving.load_model(path, compile=False)
         assert weights_sha256(model) == reported["weights_sha256"]
+
+
+def test_a_zoo_build_across_machines_ships_a_model_a_joined_worker_trained(team):
+    """`zoo build-zoo` as the chief (here through its function, to build into a folder of the
+    test's and for 3 epochs), one `zoo join` elsewhere: the entry ships whichever seed
+    validated best, its file the weights the run that trained it reported."""
+    import keras
+
+    from zoo.training.model_files import weights_sha256
+
+    port = free_port()
+    team.ports.append(port)
+    shared = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    shipped = team.folder / "shipped"
+    build = ("from pathlib import Path; from zoo.workflows.build_zoo import build_zoo; "
+             f"build_zoo(['digits/mlp'], seeds=(0, 1, 2), directory=Path({str(shipped)!r}), "
+             f"overrides=['training.epochs=20'], workers=1, address=('127.0.0.1', {port}))")
+    chief_home = team.home("zoo-chief")
+    out = open(team.folder / "zoo-chief.log", "w")  # noqa: SIM115 (closed by the process's end)
+    chief = subprocess.Popen([sys.executable, "-c", build], stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True, env={
+                                 **os.environ, "MLFLOW_TRACKING_URI": team.url,
+                                 "ZOO_HOME": str(chief_home)})
+    worker = team.zoo(["join"], team.home("zoo-worker1"), "zoo-worker1.log",
+                      KERASTUNER_TUNER_ID="worker1", **shared)
+    _wait(worker, team, "zoo-worker1.log")
+    _wait(chief, team, "zoo-chief.log")
+    assert "joins 3 jobs" in team.output("zoo-worker1.log")
+    entry = json.loads((shipped / "manifest.json").read_text())["entries"]["digits/mlp"]
+    assert sorted(entry["run_ids"]) == ["0", "1", "2"]
+    client = team.client()
+    runs = {seed: client.get_run(run_id) for seed, run_id in entry["run_ids"].items()}
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    worker_runs = [seed for seed, run in runs.items()
+                   if run.data.tags[layout.PROCESS].split(":")[0] == str(worker.pid)]
+    assert worker_runs, "the joined worker's runs are not among the entry's seeds"
+    # Every seed's model is on the chief's machine (a joined worker's came through the store);
+    # the shipped file holds the weights its run reported.
+    for seed, run in runs.items():
+        name = f"seed{seed}-{run.data.tags[layout.FINGERPRINT][:12]}.keras"
+        assert list((chief_home / "models").rglob(name)), f"seed {seed}: no model file"
+    model = keras.saving.load_model(shipped / entry["file"], compile=False)
+    assert weights_sha256(model) == entry["weights_sha256"]
