@@ -100,7 +100,7 @@ bench: $(ENV) ## the speed contract as ratios measured in one run, each with its
 test: $(ENV) ## run the fast test suite (a few minutes on 2 cores)
 	$(BIN)/pytest -q -m "not slow and not scale" $(ARGS)
 
-test-scale: $(ENV) ## PostgreSQL, a tracking server, searches, grids and a zoo build with workers here and joined (~4 min)
+test-scale: $(ENV) ## PostgreSQL, a tracking server, searches, grids and a zoo build with local and joined workers (~4 min)
 	$(BIN)/pytest -q -s -m scale tests/test_scale.py $(ARGS)
 
 test-full: $(ENV) ## run every test, slow ones included
