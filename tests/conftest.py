@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+# Debian's PostgreSQL server is part of these machines' image (and `.ci/run` installs it where it
+# is missing); elsewhere the tests that need it say why they did not run.
+requires_postgres = pytest.mark.skipif(
+    not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"),
+    reason="PostgreSQL is not installed (Debian: apt-get install postgresql)")
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import requires_postgres
 from zoo import postgres
 from zoo.server import free_port, server_command, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Debian's package, part of these machines' image; elsewhere the tests say why they did not run.
-pytestmark = pytest.mark.skipif(
-    not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"),
-    reason="PostgreSQL is not installed (Debian: apt-get install postgresql)")
+pytestmark = requires_postgres
 
 
 def _listening(port: int) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import requires_postgres
 from zoo import mlflow_layout as layout
 from zoo import postgres
 from zoo.server import free_port, server_command, wait_until_healthy
@@ -35,12 +36,7 @@ EPOCHS = 8
 TRAINING = [f"training.epochs={EPOCHS}", "model.widths=[256,256]"]
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
-pytestmark = [
-    pytest.mark.scale,
-    pytest.mark.skipif(
-        not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"),
-        reason="PostgreSQL is not installed (Debian: apt-get install postgresql)"),
-]
+pytestmark = [pytest.mark.scale, requires_postgres]
 
 
 def _listening(port: int) -> bool:
@@ -184,21 +180,34 @@ def _assert_recorded_once(team: Team, log: str, parent_id: str, expected: int,
     return runs
 
 
-def test_a_search_of_8_trials_with_3_workers_survives_a_killed_worker(team):
-    home = team.home("search")
-    started = time.monotonic()
-    search = team.zoo(["tune", RECIPE, *TRAINING, "tune.max_trials=8", "--workers", "3"],
-                      home, "search.log")
+def _survive_a_killed_worker(team: Team, argv: list[str], home: Path, log: str) -> str:
+    """Run `zoo <argv>` with workers, SIGKILL its tuner1 mid-trial, see it started again and the
+    command succeed; returns the killed run's id."""
+    command = team.zoo(argv, home, log)
     deadline = time.monotonic() + 120
-    while "tuner1" not in (workers := _workers_of(search)) and time.monotonic() < deadline:
+    while "tuner1" not in (workers := _workers_of(command)) and time.monotonic() < deadline:
         time.sleep(0.2)
     killed_run = _kill_mid_trial(team, workers["tuner1"], home)
-    _wait(search, team, "search.log")
-    output = team.output("search.log")
+    _wait(command, team, log)
+    output = team.output(log)
     assert "worker tuner1 was killed (SIGKILL); starting it again" in output, output[-3000:]
-    parent = team.client().search_runs(
-        [team.client().get_experiment_by_name("mnist1d").experiment_id],
-        f"attributes.run_name = 'tune {RECIPE}'")[0]
+    return killed_run
+
+
+def _newest_parent(team: Team, name_filter: str):
+    """The newest run of the mnist1d experiment whose name matches `name_filter`."""
+    client = team.client()
+    return client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
+                              f"attributes.run_name {name_filter}",
+                              order_by=["attributes.start_time DESC"])[0]
+
+
+def test_a_search_of_8_trials_with_3_workers_survives_a_killed_worker(team):
+    started = time.monotonic()
+    killed_run = _survive_a_killed_worker(
+        team, ["tune", RECIPE, *TRAINING, "tune.max_trials=8", "--workers", "3"],
+        team.home("search"), "search.log")
+    parent = _newest_parent(team, f"= 'tune {RECIPE}'")
     runs = _assert_recorded_once(team, "search.log", parent.info.run_id, 8,
                                  layout.TRIAL_ID)
     # The killed trial resumed into its own run: FINISHED, its epochs once each.
@@ -210,21 +219,12 @@ def test_a_search_of_8_trials_with_3_workers_survives_a_killed_worker(team):
 
 
 def test_a_grid_of_8_cells_with_2_workers_survives_a_killed_worker(team):
-    home = team.home("grid")
     started = time.monotonic()
-    grid = team.zoo(["ablate", RECIPE, *TRAINING, "--axis", "model.dropout=0,0.3",
-                     "--axis", "regularization.l2=0,0.0001", "--seeds", "2", "--workers", "2"],
-                    home, "grid.log")
-    deadline = time.monotonic() + 120
-    while "tuner1" not in (workers := _workers_of(grid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    killed_run = _kill_mid_trial(team, workers["tuner1"], home)
-    _wait(grid, team, "grid.log")
-    output = team.output("grid.log")
-    assert "worker tuner1 was killed (SIGKILL); starting it again" in output, output[-3000:]
-    client = team.client()
-    parent = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
-                                f"attributes.run_name LIKE 'ablate {RECIPE}%'")[0]
+    killed_run = _survive_a_killed_worker(
+        team, ["ablate", RECIPE, *TRAINING, "--axis", "model.dropout=0,0.3",
+               "--axis", "regularization.l2=0,0.0001", "--seeds", "2", "--workers", "2"],
+        team.home("grid"), "grid.log")
+    parent = _newest_parent(team, f"LIKE 'ablate {RECIPE}%'")
     runs = _assert_recorded_once(team, "grid.log", parent.info.run_id, 8, layout.CELL,
                                  layout.SEED)
     assert killed_run in {run.info.run_id for run in runs}
@@ -254,12 +254,8 @@ def test_a_search_across_machines_started_by_hand(team):
     _wait(chief, team, "chief.log")
     assert "tuned recipe" in team.output("chief.log")
     assert "joins the search" in team.output("tuner0.log")
-    client = team.client()
-    parents = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
-                                 f"attributes.run_name = 'tune {RECIPE}'",
-                                 order_by=["attributes.start_time DESC"])
-    runs = _assert_recorded_once(team, "chief.log", parents[0].info.run_id, 4,
-                                 layout.TRIAL_ID)
+    parent = _newest_parent(team, f"= 'tune {RECIPE}'")
+    runs = _assert_recorded_once(team, "chief.log", parent.info.run_id, 4, layout.TRIAL_ID)
     assert killed_run in {run.info.run_id for run in runs}
     processes = {run.data.tags[layout.PROCESS] for run in runs}
     assert len(processes) >= 2, "the trials should have been shared between the workers"
@@ -293,9 +289,7 @@ def test_a_grid_across_machines_started_by_hand(team):
     output = team.output("grid-chief.log")
     assert "[6/6]" in output and "serving 6 jobs on 127.0.0.1" in output, output[-3000:]
     client = team.client()
-    parent = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id],
-                                f"attributes.run_name = 'ablate {RECIPE}'",
-                                order_by=["attributes.start_time DESC"])[0]
+    parent = _newest_parent(team, f"= 'ablate {RECIPE}'")
     runs = _assert_recorded_once(team, "grid-chief.log", parent.info.run_id, 6, layout.CELL,
                                  layout.SEED)
     assert killed_run in {run.info.run_id for run in runs}

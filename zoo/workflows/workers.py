@@ -784,13 +784,15 @@ def joined_result(job: Job) -> JobResult | None:
     placed where this machine would have saved it; None while the run is not FINISHED."""
     import mlflow.artifacts
 
+    from zoo import mlflow_layout as layout
     from zoo import tracking
     from zoo.files import atomic_path
     from zoo.training.trainer import model_path_for
 
     client = tracking.client()
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
+    experiment = client.get_experiment_by_name(layout.experiment_for(job.recipe.data.dataset))
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id],
         f"tags.`{JOB_TAG}` = '{job.tags[JOB_TAG]}' and attributes.status = 'FINISHED'")
     if not runs:
         return None
