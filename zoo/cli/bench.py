@@ -13,10 +13,10 @@ def add(commands) -> None:
         "plain one, a 4-cell ablation on 2 workers against 1, and the monitor, tracking and "
         "tuning overheads; print each ratio with its target (make bench).",
         examples=["zoo bench", "zoo bench --repeats 1"])
-    bench.add_argument("--repeats", type=int, default=2,
-                       help="timed runs of each zoo training side (the bare Keras baselines run "
-                       "once); the fastest of each is compared "
-                       "(default: 2)")
+    bench.add_argument("--repeats", type=int, default=3,
+                       help="rounds of the zoo training sides, at most: fewer when the next "
+                       "would not fit the bench's time, but never fewer than 2; each overhead "
+                       "is the median of its ratios within a round (default: 3)")
     bench.set_defaults(handler=handle)
 
 
