@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+
+import pytest
 
 from zoo.training.execution import quiet_expected_retracing
 
@@ -27,3 +32,26 @@ def test_expected_retracing_warnings_are_dropped_and_others_kept():
         logger.removeHandler(handler)
     assert seen == ["something else went wrong"]
     assert sum(type(f).__name__ == "_NotRetracing" for f in logger.filters) == 1
+
+
+def test_processes_training_side_by_side_get_one_inter_op_thread_unless_told(monkeypatch):
+    from zoo.training.execution import side_by_side_environment
+
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
+    assert side_by_side_environment() == {"TF_NUM_INTEROP_THREADS": "1"}
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
+    assert side_by_side_environment() == {}  # the user's setting wins
+
+
+@pytest.mark.parametrize(("environment", "expected"),
+                         [({}, "1"), ({"TF_NUM_INTEROP_THREADS": "2"}, "0")])
+def test_a_process_that_trains_beside_workers_takes_one_inter_op_thread(environment, expected):
+    # A fresh process: TensorFlow fixes its thread pools when it starts.
+    code = ("from zoo.training.execution import train_side_by_side\n"
+            "train_side_by_side()\n"
+            "import tensorflow as tf\n"
+            "print(tf.config.threading.get_inter_op_parallelism_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, **environment}, timeout=300, check=True)
+    assert done.stdout.split()[-1] == expected  # 0: TensorFlow's own choice, from the variable

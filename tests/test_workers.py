@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_zoo, wait_for_child_runs
+from zoo import mlflow_layout as layout
 from zoo.errors import ArgumentError
 from zoo.recipe import load_recipe
 from zoo.workflows.workers import Job, WorkerPool, pick_workers, run_jobs
@@ -89,12 +90,16 @@ def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path, monkeypatch
     assert sorted(started) == sorted(done) == [0, 1, 2, 3]
     # This process keeps the models it trained; the worker's are read from their files.
     assert {result.model is None for result in parallel} == {True, False}
+    worker_runs = {result.run_id for result in parallel if result.model is None}
     assert [weights_sha256(r.load_model()) for r in parallel] == [
         r.weights_sha256 for r in parallel]
     mlflow_client = tracking.client()
     runs = mlflow_client.search_runs(
         [e.experiment_id for e in mlflow_client.search_experiments()])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
+    # The worker trained beside this process: one inter-op thread (`side_by_side_environment`).
+    assert {("inter-op threads 1," in r.data.tags[layout.RUNTIME]) for r in runs
+            if r.info.run_id in worker_runs} == {True}
     here = run_jobs(jobs, 1, name="test")
     for a, b in zip(parallel, here, strict=True):
         assert a.weights_sha256 == b.weights_sha256

@@ -84,9 +84,11 @@ class Prepared:
         device = self.policy.device if self.policy else "?"
         determinism = "on" if self.policy and self.policy.op_determinism else "off"
         threads = self.policy.threads if self.policy else "?"
+        inter_op = self.policy.inter_op_threads if self.policy else "?"
         return (f"{device}, XLA {'on' if self.model.jit_compile else 'off'}, "
                 f"{self.model.steps_per_execution} steps per call, "
                 f"TF op determinism {determinism}, intra-op threads {threads}, "
+                f"inter-op threads {inter_op}, "
                 f"precision {self.recipe.training.precision}"
                 + (f", mirrored over {self.replicas} devices"
                    if self.recipe.training.distribute == "mirrored" else ""))

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ArgumentError, ZooError
 from zoo.files import write_text_atomically
+from zoo.training.execution import side_by_side_environment, train_side_by_side
 
 if TYPE_CHECKING:  # the recipe schema imports TensorFlow: not before the workers start
     from zoo.recipe import Recipe
@@ -213,7 +214,7 @@ def _worker_store(track: bool, workers: int = 1) -> Iterator[str]:
 
 def _worker_environment(uri: str, port: int, host: str = "127.0.0.1") -> dict[str, str]:
     """The environment of the processes `_spawn` starts: the store, the chief's address."""
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri,
+    return {**os.environ, **side_by_side_environment(), "MLFLOW_TRACKING_URI": uri,
             "KERASTUNER_ORACLE_IP": host, "KERASTUNER_ORACLE_PORT": str(port),
             PARENT_ENVIRONMENT: str(os.getpid()),
             # Links to a temporary server on every run's end are no use to anyone.
@@ -581,6 +582,7 @@ class _Shared:
         self.oracle = None  # the oracle served, once `run` made it
 
     def run(self) -> list[JobResult]:
+        train_side_by_side()  # beside its workers
         # Keras Tuner's variables, set for workers elsewhere, name this process's oracle; its
         # own tuner must not read them (as `chief` it would only serve, never train).
         with _without_oracle_variables():
