@@ -117,15 +117,17 @@ def _wait_for(condition, seconds: float = 120) -> None:
 
 def _accuracies_and_weights(mlflow_client, parent: str, tmp_path: Path) -> dict:
     import keras
+    import mlflow
 
     from zoo.training.model_files import weights_sha256
 
     table = {}
     for run in children(mlflow_client, parent):
         assert run.info.status == "FINISHED"
-        folder = Path(mlflow_client.download_artifacts(run.info.run_id, "model",
-                                                       str(tmp_path / run.info.run_id)))
-        model = keras.saving.load_model(next(folder.glob("*.keras")), compile=False)
+        # The run's MLflow Model (`runs:/<id>/model`), whose Keras file is the inference copy.
+        folder = Path(mlflow.artifacts.download_artifacts(
+            f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path / run.info.run_id)))
+        model = keras.saving.load_model(folder / "data" / "model.keras", compile=False)
         table[run.info.run_name] = (run.data.metrics["test_accuracy"],
                                     weights_sha256(model), run.data.params)
     return table
