@@ -25,7 +25,7 @@ set). On 2 cores `mnist1d/cnn_paper_plain` trains in 11 s on one thread and 12.5
 
 Inter-op threads (which run a step's ops and the calls into compiled code): TensorFlow's
 default, one per core, for a process that trains alone, which then has the second core's help
-(on 2 cores, a 4-cell ablation in one process took 3 to 10% longer on one inter-op thread).
+(on 2 cores, a 4-cell ablation in one process took 3 to 11% longer on one inter-op thread).
 Processes that train side by side (`--workers` above 1: grid cells, trials, zoo builds) get one
 each (`side_by_side_environment`, `train_side_by_side`): there a second thread only takes time
 from a core another process trains on (the same ablation on 2 workers used 2 to 7% less CPU time
