@@ -54,6 +54,7 @@ XLA_CHOICES = ("auto", "1", "0")
 # then saves about 0.5 ms a step (mnist1d/cnn_paper: 8,000 steps, 23 s -> 19 s of training):
 # `auto` compiles runs long enough to gain from it.
 XLA_MIN_STEPS = 4000
+INTER_OP = "TF_NUM_INTEROP_THREADS"  # TensorFlow's own variable (`train_side_by_side`)
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,6 @@ class Policy:
         if self.op_determinism or self.xla == "0":
             return False
         return self.xla == "1" or total_steps >= XLA_MIN_STEPS
-
-
-INTER_OP = "TF_NUM_INTEROP_THREADS"
 
 
 def side_by_side_environment() -> dict[str, str]:

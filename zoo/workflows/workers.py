@@ -582,7 +582,8 @@ class _Shared:
         self.oracle = None  # the oracle served, once `run` made it
 
     def run(self) -> list[JobResult]:
-        train_side_by_side()  # beside its workers
+        if self.pool.processes:  # workers on this machine: this process trains beside them
+            train_side_by_side()
         # Keras Tuner's variables, set for workers elsewhere, name this process's oracle; its
         # own tuner must not read them (as `chief` it would only serve, never train).
         with _without_oracle_variables():
