@@ -223,3 +223,20 @@ def test_validation_metrics_are_what_keras_evaluate_computes(model_dir):
     assert result.history["val_loss"][-1] == pytest.approx(loss, rel=1e-5)
     assert result.history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
     assert len(result.history["val_loss"]) == result.epochs
+
+
+def test_the_end_of_run_warm_up_starts_once_after_the_first_epoch(monkeypatch):
+    # Not while the first epoch compiles, which keeps more than one core busy.
+    from zoo import plots
+    from zoo.training import trainer
+
+    started = []
+    monkeypatch.setattr(plots, "warm_up_aside", started.append)
+    work = object()
+    warm_up = trainer._WarmUpAfterFirstEpoch(work)
+    warm_up.on_train_begin()
+    warm_up.on_epoch_begin(0)
+    assert started == []
+    warm_up.on_epoch_end(0)
+    warm_up.on_epoch_end(1)
+    assert started == [work]

@@ -6,7 +6,6 @@ import contextlib
 import math
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -336,7 +335,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
     all_callbacks.extend(callbacks)
 
     if run is not None and (plots or mlflow_model):
-        all_callbacks.append(_WarmUpWhileCompiling(warm_up_logging))
+        all_callbacks.append(_WarmUpAfterFirstEpoch(warm_up_logging))
     fit_started = time.perf_counter()
     try:
         with interrupt.stoppable(model):
@@ -451,8 +450,8 @@ def _figures_aside(prepared: Prepared, history, predicted: np.ndarray):
 def warm_up_logging() -> None:
     """What the end of a tracked run imports and checks first (matplotlib, MLflow's model
     format and its check of the pinned requirements against this environment, which scans
-    every installed package once per process: a second or more of Python), done on a thread
-    of its own while the model trains (`zoo.plots.warm_up_aside`)."""
+    every installed package once per process: a few tenths of a second of Python), done on a
+    thread of its own while the model trains (`_WarmUpAfterFirstEpoch`)."""
     from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
     from zoo import plots
@@ -550,32 +549,27 @@ class ValidationMetrics(keras.callbacks.Callback):
             logs["val_accuracy"] = float(accuracy)
 
 
-class _WarmUpWhileCompiling(keras.callbacks.Callback):
-    """Runs `work` on a thread of its own (`zoo.plots.warm_up_aside`) once the first epoch
-    runs compiled code (`zoo.training.overlap`), where it costs training almost nothing."""
+class _WarmUpAfterFirstEpoch(keras.callbacks.Callback):
+    """Runs `work` on a thread of its own (`zoo.plots.warm_up_aside`) once the first epoch has
+    ended, while the later ones train.
+
+    Not sooner: XLA compiles the first epoch's step on more than one core (2.2 s of CPU time in
+    1.6 s for mnist1d/cnn_paper_plain on 2 cores), and the work (a few tenths of a second of
+    Python) slowed that epoch by 0.1 to 0.3 s; a compiled epoch keeps one core busy and leaves
+    the other to it.
+    """
 
     def __init__(self, work):
         super().__init__()
         self.work = work
-        self._first_epoch_ended = threading.Event()
-
-    def on_train_begin(self, logs=None):
-        from zoo import plots
-        from zoo.training.overlap import wait_for_compiled_code
-
-        training_thread = threading.get_ident()
-
-        def when_compiled():
-            wait_for_compiled_code(training_thread, self._first_epoch_ended)
-            self.work()
-
-        plots.warm_up_aside(when_compiled)
+        self._started = False
 
     def on_epoch_end(self, epoch, logs=None):
-        self._first_epoch_ended.set()
+        if not self._started:
+            from zoo import plots
 
-    def on_train_end(self, logs=None):
-        self._first_epoch_ended.set()  # a run stopped before its first epoch ended
+            self._started = True
+            plots.warm_up_aside(self.work)
 
 
 class _StopOnNaN(keras.callbacks.Callback):
