@@ -46,6 +46,7 @@ class Ratio:
     value: float
     target: float | None = None
     at_least: bool = False  # the target is a floor (throughput), not a ceiling
+    rounds: tuple[float, ...] = ()  # the ratio in each round, when `value` is their median
 
     @property
     def met(self) -> bool | None:
@@ -61,7 +62,9 @@ class Ratio:
         else:
             sign = ">=" if self.at_least else "<="
             verdict = f"(target {sign} {self.target:g}: {'met' if self.met else 'NOT met'})"
-        return f"{self.name:<58} {self.value:7.3f}  {verdict}"
+        spread = (f"  rounds {', '.join(f'{r:.3f}' for r in self.rounds)}"
+                  if len(self.rounds) > 1 else "")
+        return f"{self.name:<58} {self.value:7.3f}  {verdict}{spread}"
 
 
 # Each side: (recipe, how it trains, extra environment). Bare sides build the zoo's model from
@@ -100,14 +103,14 @@ def run_bench(repeats: int = 3) -> list[Ratio]:
               zoo / times["bare Keras fit, Keras defaults"][0], 0.55),
         Ratio("zoo / fastest bare Keras fit (XLA, epoch per call)",
               zoo / times["bare Keras fit, XLA + epoch per call"][0]),
-        Ratio("default recipe (augmentation) / plain recipe",
-              _paired(times, "zoo train, default recipe (augmentation)", "zoo train"), 1.15),
+        _paired("default recipe (augmentation) / plain recipe", times,
+                "zoo train, default recipe (augmentation)", "zoo train", 1.15),
         Ratio("ablation throughput, --workers 2 / --workers 1 (4 cells)",
               ablation["sequential"] / ablation["parallel"], 1.5, at_least=True),
-        Ratio("monitor every epoch / no monitor",
-              _paired(times, "zoo train + monitor every epoch", "zoo train"), 1.10),
-        Ratio("MLflow tracking / no tracking",
-              _paired(times, "zoo train", "zoo train, no MLflow"), 1.05),
+        _paired("monitor every epoch / no monitor", times, "zoo train + monitor every epoch",
+                "zoo train", 1.10),
+        _paired("MLflow tracking / no tracking", times, "zoo train", "zoo train, no MLflow",
+                1.05),
         Ratio("tuning: seconds per trial besides its fit", tuning["overhead"], 0.5),
     ]
     print(f"\nzoo bench: ratios ({_cpu()}; {time.monotonic() - started:.0f} s in all)")
@@ -144,9 +147,12 @@ def _training_sides(folder: Path, repeats: int, started: float) -> dict[str, lis
     return times
 
 
-def _paired(times: dict[str, list[float]], side: str, baseline: str) -> float:
-    """The median over the rounds of `side`'s time over `baseline`'s in the same round."""
-    return statistics.median(a / b for a, b in zip(times[side], times[baseline], strict=True))
+def _paired(name: str, times: dict[str, list[float]], side: str, baseline: str,
+            target: float) -> Ratio:
+    """The ratio `name` of `side`'s time to `baseline`'s: the median over the rounds of their
+    ratio within a round, with each round's."""
+    rounds = tuple(a / b for a, b in zip(times[side], times[baseline], strict=True))
+    return Ratio(name, statistics.median(rounds), target, rounds=rounds)
 
 
 def _side(recipe: str, kind: str, folder: Path, env: dict[str, str]) -> float:
