@@ -14,9 +14,9 @@ def add(commands) -> None:
         "tuning overheads; print each ratio with its target (make bench).",
         examples=["zoo bench", "zoo bench --repeats 1"])
     bench.add_argument("--repeats", type=int, default=3,
-                       help="rounds of the zoo training sides, at most: fewer when the next "
-                       "would not fit the bench's time, but never fewer than 2; each overhead "
-                       "is the median of its ratios within a round (default: 3)")
+                       help="rounds of the zoo training sides, at most (default: 3); after the "
+                       "second, a round runs only if it would end within the bench's time; each "
+                       "overhead is the median of its ratios within a round")
     bench.set_defaults(handler=handle)
 
 
