@@ -225,6 +225,43 @@ def test_validation_metrics_are_what_keras_evaluate_computes(model_dir):
     assert len(result.history["val_loss"]) == result.epochs
 
 
+def test_the_test_metrics_are_the_final_weights_though_the_evaluation_ran_while_training(
+        model_dir, monkeypatch):
+    import threading
+
+    import numpy as np
+
+    from zoo.training import trainer
+
+    # The warm-up runs the test evaluation once on the weights after the first epoch; the
+    # result must still be computed afresh from the weights training ends with. Training
+    # waits here for the warm-up's evaluation, which would otherwise come after these few
+    # short epochs.
+    during_training, evaluated = [], threading.Event()
+    warm_up = trainer._warm_up_end_of_run
+
+    def recording(evaluate_test, logging):
+        during_training.append(float(evaluate_test()[0]))
+        evaluated.set()
+        warm_up(evaluate_test, logging)
+
+    class WaitForTheWarmUp(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                evaluated.wait(60)
+
+    monkeypatch.setattr(trainer, "_warm_up_end_of_run", recording)
+    recipe = tiny("training.epochs=4", "model.normalization=batch", "model.dropout=0.3")
+    result = train(recipe, track=False, verbose=0, model_dir=model_dir,
+                   callbacks=[WaitForTheWarmUp()])
+    splits = trainer.prepare(recipe).splits
+    targets = np.eye(splits.num_classes, dtype=np.float32)[splits.y_test]
+    loss, accuracy = result.model.evaluate(splits.x_test, targets, batch_size=32, verbose=0)
+    assert len(during_training) == 1 and during_training[0] != pytest.approx(loss, rel=1e-3)
+    assert result.test_loss == pytest.approx(loss, rel=1e-5)
+    assert result.test_accuracy == pytest.approx(accuracy, abs=1e-6)
+
+
 def test_the_end_of_run_warm_up_starts_once_after_the_first_epoch(monkeypatch):
     # Not while the first epoch compiles, which keeps more than one core busy.
     from zoo import plots

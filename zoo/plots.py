@@ -14,11 +14,12 @@ import numpy as np
 _warm_ups: list[threading.Thread] = []  # started by `warm_up_aside`, joined before a fork
 
 
-def warm_up_aside(work: Callable[[], object]) -> None:
+def warm_up_aside(work: Callable[[], object]) -> threading.Thread:
     """Run `work` (imports, caches: what a later step would spend its first second on) on a
-    thread of its own while this one goes on. `FiguresAside` waits for it before it forks: a
-    child forked while the thread holds an import lock would wait for that lock forever. An
-    error is left for the later step that needs the work to raise where it can be read."""
+    thread of its own while this one goes on; returns the thread. `FiguresAside` waits for it
+    before it forks: a child forked while the thread holds an import lock would wait for that
+    lock forever. An error is left for the later step that needs the work to raise where it can
+    be read."""
 
     def run() -> None:
         try:
@@ -29,6 +30,7 @@ def warm_up_aside(work: Callable[[], object]) -> None:
     thread = threading.Thread(target=run, name="zoo-warm-up", daemon=True)
     _warm_ups.append(thread)
     thread.start()
+    return thread
 
 
 def _join_warm_ups() -> None:

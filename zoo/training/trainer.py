@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import tempfile
@@ -334,8 +335,13 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(monitor_for(prepared, run))
     all_callbacks.extend(callbacks)
 
-    if run is not None and (plots or mlflow_model):
-        all_callbacks.append(_WarmUpAfterFirstEpoch(warm_up_logging))
+    # The test split is evaluated once, after training, and never used to choose anything.
+    splits = prepared.splits
+    evaluate_test = compiled_evaluation(model, splits.x_test, splits.y_test, splits.num_classes)
+    logging_to_come = run is not None and (plots or mlflow_model)
+    warm_up = _WarmUpAfterFirstEpoch(functools.partial(
+        _warm_up_end_of_run, evaluate_test, logging=logging_to_come))
+    all_callbacks.append(warm_up)
     fit_started = time.perf_counter()
     try:
         with interrupt.stoppable(model):
@@ -349,6 +355,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
                 verbose=verbose,
             )
     finally:
+        warm_up.finish()
         if backup is not None:
             backup.finish()  # the last backup written whole, whatever happened
     fit_seconds = time.perf_counter() - fit_started
@@ -363,10 +370,7 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
             "optimizer.clipnorm, or raise regularization"
         )
 
-    # The test split is evaluated once, after training, and never used to choose anything.
-    splits = prepared.splits
-    test_loss, test_accuracy, predicted = compiled_evaluation(
-        model, splits.x_test, splits.y_test, splits.num_classes)()
+    test_loss, test_accuracy, predicted = evaluate_test()
     predicted = keras.ops.convert_to_numpy(predicted)
     if run is not None and plots:
         # Drawn in a child process while this one saves and logs the model.
@@ -445,6 +449,17 @@ def _figures_aside(prepared: Prepared, history, predicted: np.ndarray):
         folder / "confusion_matrix.png": lambda path: plots.confusion_matrix(
             splits.y_test, predicted, splits.class_names, path, recipe.name),
     }, folder=folder)
+
+
+def _warm_up_end_of_run(evaluate_test, logging: bool) -> None:
+    """What the end of a run would otherwise spend its first tenths of a second on, done while
+    the model trains: the test evaluation traced and run once (its result, on the weights of
+    the moment, dropped: the first call of a compiled function traces it and has TensorFlow
+    prepare its graph, 0.07 to 0.09 s for mnist1d/cnn_paper, where a later call takes 3 ms), and
+    for a tracked run `warm_up_logging`."""
+    evaluate_test()
+    if logging:
+        warm_up_logging()
 
 
 def warm_up_logging() -> None:
@@ -551,7 +566,7 @@ class ValidationMetrics(keras.callbacks.Callback):
 
 class _WarmUpAfterFirstEpoch(keras.callbacks.Callback):
     """Runs `work` on a thread of its own (`zoo.plots.warm_up_aside`) once the first epoch has
-    ended, while the later ones train.
+    ended, while the later ones train; `finish()` waits for it.
 
     Not sooner: XLA compiles the first epoch's step on more than one core (2.2 s of CPU time in
     1.6 s for mnist1d/cnn_paper_plain on 2 cores), and the work (a few tenths of a second of
@@ -563,13 +578,20 @@ class _WarmUpAfterFirstEpoch(keras.callbacks.Callback):
         super().__init__()
         self.work = work
         self._started = False
+        self._thread = None
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._started:
             from zoo import plots
 
             self._started = True
-            plots.warm_up_aside(self.work)
+            self._thread = plots.warm_up_aside(self.work)
+
+    def finish(self) -> None:
+        """Wait for the work, if it started: it calls into TensorFlow, which aborts the process
+        if it exits (after Ctrl-C, say) while a thread is still inside it."""
+        if self._thread is not None:
+            self._thread.join()
 
 
 class _StopOnNaN(keras.callbacks.Callback):
