@@ -13,8 +13,8 @@ def add(commands) -> None:
         "plain one, a 4-cell ablation on 2 workers against 1, and the monitor, tracking and "
         "tuning overheads; print each ratio with its target (make bench).",
         examples=["zoo bench", "zoo bench --repeats 1"])
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="rounds of the zoo training sides, at most (default: 3); after the "
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="rounds of the zoo training sides, at most (default: 5); after the "
                        "second, a round runs only if it would end within the bench's time; each "
                        "overhead is the median of its ratios within a round")
     bench.set_defaults(handler=handle)

@@ -1,15 +1,19 @@
 """`make bench`: the speed contract as ratios, each against a baseline measured in the same run.
 
 Timings on shared machines are noisy: the same run's time varies by a tenth from one process
-to the next. The zoo's training sides therefore run in rounds, every side once a round in a new
-order, and each overhead is the median over the rounds of its ratio within a round (a side
-against the plain run of the same round, so a slow stretch of the host that hits both cancels
-out); the bare baselines run once, in the first round (`RUN_ONCE`). The ablation and tuning
-parts run first; then rounds go on up to `repeats`, while the next one still ends within
-`BUDGET` of the bench's start, and at least two run. Nothing here asserts a time. Each
-training side runs in a fresh process, so that its thread setting is its own (TensorFlow fixes
-it when it starts) and no side inherits another's compiled graphs; the time is taken inside the
+to the next. The zoo's training sides therefore run in rounds, every side once a round, each
+overhead's side beside its baseline and every other round in reverse (`SIDES`), and each
+overhead is the median over the rounds of its ratio within a round (a side against its
+baseline in the same round, so a slow stretch of the host that hits both cancels out); the
+bare baselines run once, in the first round (`RUN_ONCE`). The ablation and tuning parts run
+first; then rounds go on up to `repeats`, while the next one still ends within `BUDGET` of the
+bench's start, and at least two run. Nothing here asserts a time. Each training side runs in a
+process of its own, so that its thread setting is its own (TensorFlow fixes it when it starts)
+and no side inherits another's compiled graphs or warm caches; the time is taken inside the
 process, from the data in memory to the evaluated (and, for the zoo, saved and logged) model.
+The processes are forked from a server that has imported the modules (`multiprocessing`'s
+forkserver) and never started TensorFlow: a fresh interpreter spends 4 s importing TensorFlow,
+a quarter of a round, before its clock starts.
 
 Ratios and targets:
 - zoo `mnist1d/cnn_paper_plain` / bare Keras `fit` with Keras' defaults: <= 0.55;
@@ -22,7 +26,6 @@ Ratios and targets:
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -69,11 +72,15 @@ class Ratio:
 
 # Each side: (recipe, how it trains, extra environment). Bare sides build the zoo's model from
 # the recipe and train it with plain Keras on numpy arrays.
+# The zoo's sides are in the order of a round: each overhead's side beside its baseline
+# (the augmented recipe one run from its own), the closer the better on a host whose speed
+# drifts over tens of seconds; every other round runs them in reverse, so that within two
+# rounds each of a pair runs first once and a steady drift cancels.
 SIDES = {
     "bare Keras fit, Keras defaults": (PLAIN, "bare-defaults", {"TF_NUM_INTRAOP_THREADS": "0"}),
     "bare Keras fit, XLA + epoch per call": (PLAIN, "bare-fastest", {}),
-    "zoo train": (PLAIN, "zoo", {}),
     "zoo train, no MLflow": (PLAIN, "zoo-untracked", {}),
+    "zoo train": (PLAIN, "zoo", {}),
     "zoo train + monitor every epoch": (PLAIN, "zoo-monitor", {}),
     "zoo train, default recipe (augmentation)": (AUGMENTED, "zoo", {}),
 }
@@ -85,7 +92,7 @@ RUN_ONCE = {"bare Keras fit, Keras defaults", "bare Keras fit, XLA + epoch per c
 BUDGET = 330.0
 
 
-def run_bench(repeats: int = 3) -> list[Ratio]:
+def run_bench(repeats: int = 5) -> list[Ratio]:
     """Run every benchmark and print the ratios with their targets.
 
     Returns:
@@ -124,16 +131,14 @@ def _training_sides(folder: Path, repeats: int, started: float) -> dict[str, lis
     `started`: the bench's start (`time.monotonic()`), which `BUDGET` counts from."""
     print(f"\nzoo bench: {PLAIN} and {AUGMENTED}: up to {repeats} rounds of every zoo side "
           f"(while they end within {BUDGET:.0f} s of the bench's start), the bare baselines in "
-          "the first, each run in a fresh process", flush=True)
+          "the first, each in a process of its own", flush=True)
     store = f"sqlite:///{folder / 'mlflow.db'}"
     times: dict[str, list[float]] = {name: [] for name in SIDES}
     zoo_sides = [name for name in SIDES if name not in RUN_ONCE]
     for i in range(repeats):
         round_started = time.monotonic()
-        # Each round in another order, so that no side always follows the same one.
-        shift = i % len(zoo_sides)
         order = ([name for name in SIDES if name in RUN_ONCE] if i == 0 else []) + (
-            zoo_sides[shift:] + zoo_sides[:shift])
+            zoo_sides if i % 2 == 0 else zoo_sides[::-1])
         for name in order:
             recipe, kind, env = SIDES[name]
             seconds = _side(recipe, kind, folder, {"MLFLOW_TRACKING_URI": store, **env})
@@ -156,12 +161,69 @@ def _paired(name: str, times: dict[str, list[float]], side: str, baseline: str,
 
 
 def _side(recipe: str, kind: str, folder: Path, env: dict[str, str]) -> float:
-    done = subprocess.run(
-        [sys.executable, "-m", "zoo.workflows.bench", kind, recipe, str(folder / "models")],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench side {kind} {recipe} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.splitlines()[-1])["seconds"]
+    """The seconds one side took, in a process of its own forked from the sides' server."""
+    context = _side_server()
+    log = folder / "side.log"  # the side's output, shown if it fails
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_run_side, name=f"zoo-bench-{kind}",
+                            args=(kind, recipe, folder / "models", env, str(log), send))
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(900):
+            raise RuntimeError(f"bench side {kind} {recipe} took more than 15 minutes")
+        outcome, value = receive.recv()
+    except EOFError:  # it died without a word: a crash of TensorFlow's, a kill
+        outcome, value = "error", f"the process ended with exit status {child.exitcode}"
+    finally:
+        child.join(30)  # it ends itself once it has answered
+        if child.is_alive():  # hung
+            child.kill()
+            child.join()
+    if outcome != "seconds":
+        output = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise RuntimeError(f"bench side {kind} {recipe} failed:\n{output}\n{value}")
+    return value
+
+
+# What a side imports before its clock starts, imported once by the server its processes fork
+# from: the zoo's training (TensorFlow, Keras), its tracking (MLflow) and data, and the bare
+# sides' parts.
+SIDE_IMPORTS = ["zoo.workflows.bench", "zoo.tracking", "mlflow.tracking", "zoo.data",
+                "zoo.recipe", "zoo.training.trainer", "zoo.models", "zoo.training.optim"]
+
+
+def _side_server():
+    """The multiprocessing context whose forkserver the sides fork from (started on first use).
+
+    A server, not a fork of this process: this one has started TensorFlow (the tuning part),
+    whose thread pools a forked child would not have."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(SIDE_IMPORTS)
+    return context
+
+
+def _run_side(kind: str, recipe: str, model_dir: Path, env: dict[str, str], log: str,
+              answer) -> None:
+    """A side's process: its environment set before TensorFlow starts, its output into `log`;
+    answers ("seconds", s) or ("error", traceback) and ends without tearing TensorFlow down
+    (most of a second, which would overlap the next side's start)."""
+    import traceback
+
+    os.environ.update(env)
+    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    try:
+        answer.send(("seconds", _time_side(kind, recipe, model_dir)))
+    except BaseException:  # noqa: BLE001  (reported to the bench, which raises it)
+        answer.send(("error", traceback.format_exc()))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _ablation(folder: Path) -> dict[str, float]:
@@ -231,7 +293,7 @@ def _cpu() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# One side, in its own process: `python -m zoo.workflows.bench KIND RECIPE MODEL_DIR`, prints JSON.
+# One side, in its own process (`_run_side`).
 
 
 def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
@@ -282,11 +344,3 @@ def _bare_fit(recipe, splits, fastest: bool) -> None:
     model.fit(splits.x_train, one_hot[splits.y_train], batch_size=batch_size, epochs=epochs,
               validation_data=validation, verbose=0)
     model.evaluate(splits.x_test, one_hot[splits.y_test], batch_size=batch_size, verbose=0)
-
-
-if __name__ == "__main__":
-    side_kind, side_recipe, side_models = sys.argv[1:4]
-    print(json.dumps({"seconds": _time_side(side_kind, side_recipe, Path(side_models))}),
-          flush=True)
-    # Timed and reported: tearing TensorFlow down would add most of a second to each side.
-    os._exit(0)
