@@ -149,6 +149,38 @@ def test_a_run_killed_with_sigkill_resumes_into_its_run_with_identical_weights(t
     assert test_accuracy[0].value == pytest.approx(uninterrupted["test_accuracy"], abs=0)
 
 
+def test_a_second_process_on_the_same_model_is_refused_until_the_first_is_gone(tmp_path):
+    from mlflow import MlflowClient
+
+    from zoo.files import exclusive
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    home = _home(tmp_path)
+    longer = "training.epochs=5000"  # still training when the second has started
+    first = _train(home, store, longer, wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while not _backups(home) and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert first.poll() is None and _backups(home), "the first training ended too soon"
+        second = _train(home, store, longer, wait=False)
+        out, err = second.communicate(timeout=300)
+        assert first.poll() is None, "the first training ended before the second was refused"
+        assert second.returncode != 0
+        assert f"by another process (pid {first.pid} on " in err, err[-3000:]
+        assert "Traceback" not in err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    assert len(client.search_runs([experiment])) == 1, "the refused process started no run"
+    # The lock went with the killed process: the same command would resume now.
+    (lock,) = (home / "models").glob("**/.seed*.lock")
+    with exclusive(lock, wait=False):
+        pass
+
+
 def test_a_nan_run_fails_and_keeps_its_last_finite_backup(mlflow_client, model_dir,
                                                           monkeypatch):
     import keras

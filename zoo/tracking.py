@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 from zoo import mlflow_layout as layout
 from zoo import paths
+from zoo.files import exclusive
 
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call
 
@@ -75,27 +76,10 @@ def client_for(uri: str):
         return MlflowClient(uri)
     database = Path(uri[len("sqlite:///"):])
     database.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(database.with_name(database.name + ".lock")):
+    with exclusive(database.with_name(database.name + ".lock")):
         mlflow_client = MlflowClient(uri)
         mlflow_client.search_experiments(max_results=1)  # the store is open: its schema ready
     return mlflow_client
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (created if missing) across processes; a no-op
-    where there is no `fcntl` (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(mlflow_client, name: str) -> str:

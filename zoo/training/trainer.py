@@ -197,37 +197,60 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
     started = time.perf_counter()
     prepared = prepare(recipe)  # every user error surfaces here, before MLflow is touched
     model_path = model_path_for(recipe, model_dir)
-    store = BackupStore(backup_folder(model_path)) if backup else None
-    resume = _resume_point(prepared, store) if store is not None else None
-    if not track:
-        return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots,
-                             store, resume, mlflow_model)
-    from zoo import tracking
-
-    all_tags = {
-        layout.RECIPE: recipe.name,
-        layout.RECIPE_PATH: _display_path(recipe.source),
-        layout.SOURCE_NAME: _display_path(recipe.source) or recipe.name,
-        layout.DESCRIPTION: _description(prepared),
-        layout.FINGERPRINT: recipe.fingerprint,
-        layout.SEED: recipe.seed,
-        layout.RUNTIME: prepared.execution(),
-        **tracking.environment_tags(),
-        **(tags or {}),
-    }
-    experiment = layout.experiment_for(prepared.splits.name)
-    resume_run_id = _resumable_run(resume)
-    with tracking.start_run(experiment, run_name or recipe.name, all_tags,
-                            parent_run_id=parent_run_id, resume_run_id=resume_run_id) as run:
-        if resume_run_id is None:
-            run.log_params(recipe.flat())
-            run.datasets = log_splits(run, prepared.splits, _data_source(prepared.splits))
-        else:
-            run.continue_after_kill()
-            _log_backed_up_epochs(run, resume)
-        with _system_metrics(run, system_metrics, resumed=resume_run_id is not None):
-            return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots,
+    # One process at a time trains into a model path: a second would resume from the first's
+    # backups into its MLflow run while the first still writes them.
+    with _training_alone(recipe, model_path):
+        store = BackupStore(backup_folder(model_path)) if backup else None
+        resume = _resume_point(prepared, store) if store is not None else None
+        if not track:
+            return _fit_and_save(prepared, None, verbose, callbacks, model_path, started, plots,
                                  store, resume, mlflow_model)
+        from zoo import tracking
+
+        all_tags = {
+            layout.RECIPE: recipe.name,
+            layout.RECIPE_PATH: _display_path(recipe.source),
+            layout.SOURCE_NAME: _display_path(recipe.source) or recipe.name,
+            layout.DESCRIPTION: _description(prepared),
+            layout.FINGERPRINT: recipe.fingerprint,
+            layout.SEED: recipe.seed,
+            layout.RUNTIME: prepared.execution(),
+            **tracking.environment_tags(),
+            **(tags or {}),
+        }
+        experiment = layout.experiment_for(prepared.splits.name)
+        resume_run_id = _resumable_run(resume)
+        with tracking.start_run(experiment, run_name or recipe.name, all_tags,
+                                parent_run_id=parent_run_id, resume_run_id=resume_run_id) as run:
+            if resume_run_id is None:
+                run.log_params(recipe.flat())
+                run.datasets = log_splits(run, prepared.splits, _data_source(prepared.splits))
+            else:
+                run.continue_after_kill()
+                _log_backed_up_epochs(run, resume)
+            with _system_metrics(run, system_metrics, resumed=resume_run_id is not None):
+                return _fit_and_save(prepared, run, verbose, callbacks, model_path, started, plots,
+                                     store, resume, mlflow_model)
+
+
+@contextlib.contextmanager
+def _training_alone(recipe: Recipe, model_path: Path):
+    """Hold the lock of `model_path` (a hidden file beside it) while training; raise a
+    TrainingError naming the process that holds it."""
+    import os
+    import socket
+
+    from zoo.files import Busy, exclusive
+
+    lock = model_path.with_name(f".{model_path.stem}.lock")
+    try:
+        with exclusive(lock, wait=False, owner=f"pid {os.getpid()} on {socket.gethostname()}"):
+            yield
+    except Busy as busy:
+        raise TrainingError(
+            f"{recipe.name} seed {recipe.seed} is being trained into {model_path} by another "
+            f"process ({busy.owner}); wait for it to end, or train another seed (seed=N) "
+            "or in another project folder (ZOO_HOME)") from None
 
 
 @contextlib.contextmanager
