@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from zoo.data import Splits, load_dataset
 from zoo.data.augment import augment_tensor
 from zoo.data.pipeline import training_dataset
 from zoo.errors import TrainingError
+from zoo.files import Busy, exclusive
 from zoo.logged_models import log_model, log_splits, split_datasets
 from zoo.recipe import Recipe, training_length
 from zoo.training.backup import BackupAndResume, BackupStore, Snapshot, backup_folder
@@ -237,11 +240,6 @@ def train(recipe: Recipe, *, track: bool = True, verbose: int | str = "auto",
 def _training_alone(recipe: Recipe, model_path: Path):
     """Hold the lock of `model_path` (a hidden file beside it) while training; raise a
     TrainingError naming the process that holds it."""
-    import os
-    import socket
-
-    from zoo.files import Busy, exclusive
-
     lock = model_path.with_name(f".{model_path.stem}.lock")
     try:
         with exclusive(lock, wait=False, owner=f"pid {os.getpid()} on {socket.gethostname()}"):
@@ -358,7 +356,8 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(monitor_for(prepared, run))
     all_callbacks.extend(callbacks)
 
-    # The test split is evaluated once, after training, and never used to choose anything.
+    # The test split is evaluated after training (and once while training, for its trace: a
+    # result dropped), and never used to choose anything.
     splits = prepared.splits
     evaluate_test = compiled_evaluation(model, splits.x_test, splits.y_test, splits.num_classes)
     logging_to_come = run is not None and (plots or mlflow_model)

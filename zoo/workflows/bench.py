@@ -71,11 +71,10 @@ class Ratio:
 
 
 # Each side: (recipe, how it trains, extra environment). Bare sides build the zoo's model from
-# the recipe and train it with plain Keras on numpy arrays.
-# The zoo's sides are in the order of a round: each overhead's side beside its baseline
-# (the augmented recipe one run from its own), the closer the better on a host whose speed
-# drifts over tens of seconds; every other round runs them in reverse, so that within two
-# rounds each of a pair runs first once and a steady drift cancels.
+# the recipe and train it with plain Keras on numpy arrays. The zoo's sides are in the order
+# of a round: each overhead's side beside its baseline (the augmented recipe one run from its
+# own), the closer the better on a host whose speed drifts; every other round runs them in
+# reverse, so that within two rounds each of a pair runs first once and a steady drift cancels.
 SIDES = {
     "bare Keras fit, Keras defaults": (PLAIN, "bare-defaults", {"TF_NUM_INTRAOP_THREADS": "0"}),
     "bare Keras fit, XLA + epoch per call": (PLAIN, "bare-fastest", {}),
