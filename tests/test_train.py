@@ -268,7 +268,12 @@ def test_the_end_of_run_warm_up_starts_once_after_the_first_epoch(monkeypatch):
     from zoo.training import trainer
 
     started = []
-    monkeypatch.setattr(plots, "warm_up_aside", started.append)
+
+    def warm_up_aside(work):
+        started.append(work)
+        return object()  # stands for the thread
+
+    monkeypatch.setattr(plots, "warm_up_aside", warm_up_aside)
     work = object()
     warm_up = trainer._WarmUpAfterFirstEpoch(work)
     warm_up.on_train_begin()

@@ -599,14 +599,12 @@ class _WarmUpAfterFirstEpoch(keras.callbacks.Callback):
     def __init__(self, work):
         super().__init__()
         self.work = work
-        self._started = False
-        self._thread = None
+        self._thread = None  # the work's, once started
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._started:
+        if self._thread is None:
             from zoo import plots
 
-            self._started = True
             self._thread = plots.warm_up_aside(self.work)
 
     def finish(self) -> None:

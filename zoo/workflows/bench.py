@@ -26,6 +26,7 @@ Ratios and targets:
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import subprocess
@@ -192,6 +193,7 @@ SIDE_IMPORTS = ["zoo.workflows.bench", "zoo.tracking", "mlflow.tracking", "zoo.d
                 "zoo.recipe", "zoo.training.trainer", "zoo.models", "zoo.training.optim"]
 
 
+@functools.cache
 def _side_server():
     """The multiprocessing context whose forkserver the sides fork from (started on first use).
 
