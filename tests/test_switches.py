@@ -213,8 +213,14 @@ def check_optimizer(value):
 
 def check_rates(expected: list[float]):
     def check(model, result):
+        from zoo.training.schedules import current_rate
+
         rates = result.history["learning_rate"]
         assert rates == pytest.approx(expected), f"rates {rates}, expected {expected}"
+        # The rates logged come from the reference formula: the optimizer's own schedule, in
+        # the graph, must have used the same at the last step.
+        used = current_rate(model.optimizer)
+        assert used == pytest.approx(rates[-1], rel=1e-5), f"optimizer used {used}"
     return check
 
 
