@@ -4,9 +4,11 @@ A thread's Python work competes with the training thread for Python's lock. Whil
 epoch traces its step functions, which is Python, a thread of other work slows the trace by
 as much as the work; once the training thread runs compiled code (XLA compiling the step,
 then the steps themselves), which holds no Python lock, the same work costs training almost
-nothing. The monitor's samples before training therefore wait for that moment: they must be
-taken before the first epoch ends. (Work that can wait longer starts after the first epoch,
-whose compilation keeps more than one core busy: `zoo.training.trainer._WarmUpAfterFirstEpoch`.)
+nothing. The monitor's samples before training therefore wait for that moment (they must be
+taken before the first epoch ends), and so do the trace of the validation pass and each of the
+monitor's probes (for the epoch after the one it measures). (Work that can wait longer starts
+after the first epoch, whose compilation keeps more than one core busy:
+`zoo.training.trainer._WarmUpAfterFirstEpoch`.)
 """
 
 from __future__ import annotations
