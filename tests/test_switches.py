@@ -29,6 +29,7 @@ from zoo.data.augment import IMAGE_OPS, SEQUENCE_OPS
 from zoo.data.pipeline import training_dataset
 from zoo.models import _blocks
 from zoo.recipe import OPTIMIZERS, SCHEDULES, load_recipe
+from zoo.training.schedules import current_rate
 from zoo.training.trainer import prepare, train
 
 BOTH, IMAGES, SEQUENCES = ("digits", "mnist1d"), ("digits",), ("mnist1d",)
@@ -213,8 +214,6 @@ def check_optimizer(value):
 
 def check_rates(expected: list[float]):
     def check(model, result):
-        from zoo.training.schedules import current_rate
-
         rates = result.history["learning_rate"]
         assert rates == pytest.approx(expected), f"rates {rates}, expected {expected}"
         # The rates logged come from the reference formula: the optimizer's own schedule, in
