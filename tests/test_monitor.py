@@ -131,6 +131,23 @@ def test_every_n_epochs(mlflow_client, model_dir):
     assert "monitor/filters.png" not in artifacts
 
 
+def test_an_error_in_the_first_epoch_leaves_no_probe_thread_behind(model_dir):
+    """Keras skips `on_train_end` when `fit` raises; a probe thread still waiting for the first
+    epoch to end would then keep the process from exiting."""
+    import threading
+
+    import keras
+
+    class Fails(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            raise RuntimeError("failed on purpose")
+
+    recipe = _recipe("digits/mlp", "training.epochs=2", "model.widths=[16]", *MONITOR)
+    with pytest.raises(RuntimeError, match="failed on purpose"):
+        train(recipe, track=False, verbose=0, model_dir=model_dir, callbacks=[Fails()])
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("zoo-monitor")]
+
+
 def test_deep_sigmoid_mlp_is_flagged_for_vanishing_gradients(capsys, model_dir):
     train(_recipe("mnist1d/mlp_sigmoid", "training.epochs=1", *MONITOR), track=False,
           verbose=0, model_dir=model_dir)

@@ -351,11 +351,13 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         all_callbacks.append(backup)
     if run is not None:
         all_callbacks.append(_MlflowEpochLogger(run))
+    monitor = None
     if recipe.monitor.enabled:
         from zoo.training.monitor import monitor_for
 
         # After early stopping: its end-of-run figures then show the weights that are saved.
-        all_callbacks.append(monitor_for(prepared, run))
+        monitor = monitor_for(prepared, run)
+        all_callbacks.append(monitor)
     all_callbacks.extend(callbacks)
 
     # The test split is evaluated after training (and once while training, for its trace: a
@@ -382,6 +384,8 @@ def _fit_and_save(prepared: Prepared, run, verbose, callbacks, model_path: Path,
         warm_up.finish()
         if validation is not None:
             validation.finish()
+        if monitor is not None:
+            monitor.finish()
         if backup is not None:
             backup.finish()  # the last backup written whole, whatever happened
     fit_seconds = time.perf_counter() - fit_started

@@ -97,6 +97,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.warnings = _Warnings(run, print_fn)
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.seconds = 0.0  # spent in the monitor's hooks
+        self._prober = None  # the probe thread's executor, while training runs
 
     # ---------------------------------------------------------------------------- hooks
     @_timed
@@ -170,6 +171,16 @@ class TrainingMonitor(keras.callbacks.Callback):
         if self.run is not None:
             self.run.set_tags({layout.MONITOR_WARNINGS: count})
             self.run.log_metrics({"monitor/seconds": self.seconds}, step=self._last_epoch + 1)
+
+    def finish(self) -> None:
+        """Stop the probe thread if training did not end it: an error in `fit` skips
+        `on_train_end`, and a probe still waiting for the first epoch to end would keep the
+        process from exiting."""
+        if self._prober is not None:
+            self._epoch_ended.set()
+            self._result_due.set()
+            self._prober.shutdown(wait=True)
+            self._prober = None
 
     # ---------------------------------------------------------------------------- the probe thread
     def _samples_before_training(self):
