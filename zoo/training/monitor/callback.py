@@ -148,7 +148,13 @@ class TrainingMonitor(keras.callbacks.Callback):
             step, every=self.every, epochs=(self.params or {}).get("epochs") or step,
             current_rate=lambda: _current_rate(self.model), base_rate=self.base_learning_rate,
             policy=self.health)
-        self._result_due.clear()
+        # After the last epoch no compiled code comes to wait for: the pass runs at once, while
+        # Keras and the other callbacks end the run, not when `on_train_end` asks for it.
+        last = step >= ((self.params or {}).get("epochs") or 0) or self.model.stop_training
+        if last:
+            self._result_due.set()
+        else:
+            self._result_due.clear()
         self._pending = (step, self._prober.submit(self._measure, norms, low_updates_matter))
 
     def on_train_end(self, logs=None):
