@@ -148,6 +148,33 @@ def test_an_error_in_the_first_epoch_leaves_no_probe_thread_behind(model_dir):
     assert not [t.name for t in threading.enumerate() if t.name.startswith("zoo-monitor")]
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["no-xla", "xla"])
+def test_a_snapshot_keeps_its_values_while_training_goes_on(jit):
+    """Snapshots are read values, not copies: TensorFlow must give the variables new storage
+    when training writes them, or the probe would measure the weights of another moment."""
+    import numpy as np
+
+    from zoo.training.monitor.probe import Probe
+    from zoo.training.trainer import prepare
+
+    prepared = prepare(_recipe("digits/mlp", "model.widths=[16]"))
+    model = prepared.model
+    model.jit_compile = jit
+    probe = Probe(model, prepared.splits.x_train[:8],
+                  np.eye(10, dtype=np.float32)[prepared.splits.y_train[:8]])
+    eager = probe.snapshot()  # read one by one, before `prepare`
+    probe.prepare()
+    traced = probe.snapshot()
+    before = [np.array(v) for v in eager]
+    assert all(np.array_equal(a, b) for a, b in zip(before, traced, strict=True))
+    model.fit(prepared.train_data, epochs=1, steps_per_epoch=prepared.steps_per_epoch,
+              verbose=0)
+    after = probe.snapshot()
+    assert not all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    for snapshot in (eager, traced):
+        assert all(np.array_equal(a, b) for a, b in zip(before, snapshot, strict=True))
+
+
 def test_deep_sigmoid_mlp_is_flagged_for_vanishing_gradients(capsys, model_dir):
     train(_recipe("mnist1d/mlp_sigmoid", "training.epochs=1", *MONITOR), track=False,
           verbose=0, model_dir=model_dir)

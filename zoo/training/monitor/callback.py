@@ -110,17 +110,17 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._first_conv = next((layer for layer in self.probe.kernel_layers
                                  if isinstance(layer, keras.layers.Conv2D)), None)
         self._filters_before = _numpy(self._first_conv.kernel) if self._first_conv else None
-        self.probe.copy()
-        self._copied = True  # whether the snapshot holds the weights as they are now
+        self._snapshot = self.probe.snapshot()  # the start of the next monitored epoch
+        self._snapshot_is_now = True  # whether it holds the weights as they are now
         for finding in policy.symmetric(self.probe.kernels_now(), self.health):
             self.warnings.add(finding, epoch=None)
         # One thread, so probes run in the order given. The first traces the probe's pass and
-        # keeps the samples before training.
+        # its snapshot's read, and keeps the samples before training.
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="zoo-monitor-probe")
         self._epoch_ended = threading.Event()
         self._training_thread = threading.get_ident()
         self._result_due = threading.Event()  # the pending probe's result is wanted now
-        self._before_job = self._prober.submit(self._samples_before_training)
+        self._before_job = self._prober.submit(self._samples_before_training, self._snapshot)
         self._samples_before = None
 
     def _monitored(self, epoch: int) -> bool:
@@ -129,10 +129,9 @@ class TrainingMonitor(keras.callbacks.Callback):
     @_timed
     def on_epoch_begin(self, epoch, logs=None):
         # A monitored epoch's update is measured from the weights it begins with.
-        if self._monitored(epoch) and not self._copied:
-            self._read_probe()  # the snapshot is about to change under it
-            self.probe.copy()
-        self._copied = False
+        if self._monitored(epoch) and not self._snapshot_is_now:
+            self._snapshot = self.probe.snapshot()
+        self._snapshot_is_now = False
 
     @_timed
     def on_epoch_end(self, epoch, logs=None):
@@ -140,9 +139,9 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._last_epoch = epoch
         if not self._monitored(epoch):
             return
-        self._read_probe()  # the last epoch's, long done: the snapshot may change now
-        norms = self.probe.copy()
-        self._copied = True
+        self._read_probe()  # the last monitored epoch's, long done
+        start, self._snapshot = self._snapshot, self.probe.snapshot()
+        self._snapshot_is_now = True
         step = epoch + 1
         low_updates_matter = policy.low_updates_matter(
             step, every=self.every, epochs=(self.params or {}).get("epochs") or step,
@@ -155,7 +154,8 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._result_due.set()
         else:
             self._result_due.clear()
-        self._pending = (step, self._prober.submit(self._measure, norms, low_updates_matter))
+        self._pending = (step, self._prober.submit(self._measure, self._snapshot, start,
+                                                   low_updates_matter))
 
     def on_train_end(self, logs=None):
         started = time.perf_counter()
@@ -189,21 +189,24 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._prober = None
 
     # ---------------------------------------------------------------------------- the probe thread
-    def _samples_before_training(self):
-        """The samples before training, taken once the first epoch runs compiled code
-        (`zoo.training.overlap`).
+    def _samples_before_training(self, snapshot):
+        """The samples of `snapshot` (the weights before training), taken once the first
+        epoch runs compiled code (`zoo.training.overlap`), after the traces of the probe's
+        functions.
 
-        The pass's trace (a tenth of a second of Python) then overlaps the compilation of the
-        training step, which holds no Python lock. Started at once, it would slow the tracing
-        of the training step by as much; left for after the first epoch, the end of the next
-        one would wait for it.
+        The traces (a tenth of a second of Python) then overlap the compilation of the training
+        step, which holds no Python lock. Started at once, they would slow the tracing of the
+        training step by as much; left for after the first epoch, the end of the next one would
+        wait for them.
         """
         wait_for_compiled_code(self._training_thread, self._epoch_ended)
-        return self.probe.samples()
+        self.probe.prepare()
+        return self.probe.samples(snapshot)
 
-    def _measure(self, norms, low_updates_matter: bool):
-        """The probe's statistics of the snapshot and what the policy finds in them, once the
-        next epoch runs compiled code (or its result is due).
+    def _measure(self, snapshot, start, low_updates_matter: bool):
+        """The probe's statistics of `snapshot` (the update since `start`, the snapshot at the
+        epoch's start) and what the policy finds in them, once the next epoch runs compiled
+        code (or its result is due).
 
         Started at once, the pass's Python met the training thread's between two epochs, where
         that thread needs Python's lock to start the next one: in mnist1d/cnn_paper_plain,
@@ -211,7 +214,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         against 0.85 ms without a probe; waiting, 0.82 ms.
         """
         wait_for_compiled_code(self._training_thread, self._result_due, poll=0.002)
-        stats = self.probe.measure(norms, self.steps_per_epoch)
+        stats = self.probe.measure(snapshot, start, self.steps_per_epoch)
         return stats.metrics(), policy.check(stats, low_updates_matter=low_updates_matter,
                                              probe_examples=self.probe.examples,
                                              policy=self.health)
@@ -219,7 +222,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     def _read_probe(self, last: bool = False) -> None:
         """Wait for the pending probe, if any; record and log what it measured and found
         (MLflow gets every `_log_stride`-th monitored epoch, and the `last`)."""
-        if self._before_job is not None:  # it reads the snapshot, which is about to change
+        if self._before_job is not None:  # the samples before training, taken by now
             self._samples_before, self._before_job = self._before_job.result(), None
         if self._pending is None:
             return
@@ -240,8 +243,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         process meanwhile (`zoo.plots.FiguresAside`), while evaluation and saving go on."""
         from zoo import plots
 
-        self.probe.copy()  # the weights as training left them (early stopping may restore some)
-        before, after = self._samples_before, self.probe.samples()
+        # The weights as training left them (early stopping may have restored some).
+        before, after = self._samples_before, self.probe.samples(self.probe.snapshot())
         folder = Path(tempfile.mkdtemp(prefix="zoo-monitor-"))
         (folder / "warnings.txt").write_text("\n".join([*self.warnings.seen.values(), summary])
                                              + "\n")

@@ -1,5 +1,9 @@
-"""The monitor's probe: per-layer statistics of a model on a fixed batch, read from copies of
+"""The monitor's probe: per-layer statistics of a model on a fixed batch, read from snapshots of
 its variables so that the passes can run on another thread while training goes on.
+
+A snapshot is the variables' values as tensors, read in one call. TensorFlow gives a read value
+its own storage once the variable is next written (copy on write), so the snapshot keeps the
+values it was taken with while training goes on, and taking it copies nothing.
 
 The passes run in inference mode (batch norm on its moving statistics, no dropout): a
 training-mode call would advance the dropout layers' seed generators and update batch norm's
@@ -43,9 +47,9 @@ def activation_kind(layer) -> str | None:
 class Probe:
     """Statistics of `model`'s trainable kernels and activations on (x, y).
 
-    `copy()` snapshots the variables (a fraction of a millisecond, on the training thread);
-    `measure` and `samples` read only the snapshot, from any one thread. The kernels' copies
-    are also what an epoch's update is measured against.
+    `snapshot()` reads the variables (a fraction of a millisecond, on the training thread);
+    `measure` and `samples` read only snapshots, from any one thread. The update of an epoch is
+    measured between the snapshots at its start and its end.
     """
 
     def __init__(self, model, x: np.ndarray, y: np.ndarray):
@@ -64,29 +68,20 @@ class Probe:
         loss_fn = model.loss if callable(model.loss) else keras.losses.get(model.loss)
         x = tf.constant(x)
         y = tf.constant(y, dtype=model.outputs[0].dtype)
-        live = [*probe.trainable_variables, *probe.non_trainable_variables]
-        copies = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in live]
+        self._live = [*probe.trainable_variables, *probe.non_trainable_variables]
         trainable_count = len(probe.trainable_variables)
         position = {id(v): i for i, v in enumerate(probe.trainable_variables)}
-        kernel_at = [position[id(layer.kernel)] for layer in self.kernel_layers]
+        self._kernel_at = [position[id(layer.kernel)] for layer in self.kernel_layers]
 
-        def copy_weights():
-            """Per kernel, the norms of its change since the last copy and of that copy; then
-            copy every variable (TensorFlow orders a function's reads and writes of a variable
-            as written, so the norms see the old copy)."""
-            norms = []
-            for i in kernel_at:
-                value, old = tf.convert_to_tensor(live[i]), copies[i]
-                norms += [tf.norm(value - old), tf.norm(old)]
-            for variable, copy in zip(live, copies, strict=True):
-                copy.assign(tf.convert_to_tensor(variable))
-            return tf.stack([tf.cast(n, tf.float32) for n in norms]) if norms else tf.zeros([0])
-
-        def probe_pass():
+        def probe_pass(values, previous_kernels):
             """(kernel statistics, activation statistics, activation samples, gradient
-            samples) of the copies on the probe batch."""
-            values = [tf.convert_to_tensor(c) for c in copies]
-            kernels = [values[i] for i in kernel_at]
+            samples, update norms) of the snapshot `values` on the probe batch; the update
+            norms are, per kernel, those of its change since `previous_kernels` and of them."""
+            kernels = [values[i] for i in self._kernel_at]
+            norms = []
+            for kernel, old in zip(kernels, previous_kernels, strict=True):
+                norms += [tf.cast(tf.norm(kernel - old), tf.float32),
+                          tf.cast(tf.norm(old), tf.float32)]
             with tf.GradientTape() as tape:
                 tape.watch(kernels)
                 outputs, _ = probe.stateless_call(values[:trainable_count],
@@ -122,24 +117,38 @@ class Probe:
                 activation_stats.append(tf.stack([tf.reduce_mean(a), tf.math.reduce_std(a),
                                                   share]))
             return (kernel_stats, activation_stats, [_subsample(a) for a in outputs[1:]],
-                    [_subsample(g) for g in grads])
+                    [_subsample(g) for g in grads],
+                    tf.stack(norms) if norms else tf.zeros([0]))
 
         # No tensor-dependent control flow: without autograph the traces take half as long.
-        # The copy is called as a concrete function: the polymorphic call's dispatch would add
-        # a third to its fraction of a millisecond, each epoch.
-        self._copy = tf.function(copy_weights, autograph=False).get_concrete_function()
+        # Both are traced by their first use off the training thread (`prepare`): the first
+        # call of a function costs tens of milliseconds, a later one a fraction of one.
+        self._read_function = tf.function(lambda: [tf.identity(v.value) for v in self._live],
+                                          autograph=False)
         self._pass_function = tf.function(probe_pass, autograph=False)
-        self._pass_traced: Any = None  # traced by the first pass, on the thread that runs it
+        self._read: Any = None  # the traced read, once `prepare` has run
+        self._pass_traced: Any = None
 
-    def copy(self):
-        """Snapshot the variables now. Returns the norms of the kernels' change since the last
-        snapshot and of that snapshot, as a tensor for `measure` to read later."""
-        return self._copy()
+    def snapshot(self) -> tuple:
+        """The variables' values now, for `measure` and `samples` to read later."""
+        read = self._read
+        if read is None:  # not prepared yet: read one by one, which needs no trace
+            import tensorflow as tf
 
-    def measure(self, norms, steps: int) -> Statistics:
-        """The statistics of the snapshot; `norms` is what the `copy()` that took it returned,
-        and `steps` the optimizer steps between that copy and the one before."""
-        kernel_values, activation_values, _, _ = self._pass()
+            return tuple(tf.identity(v.value) for v in self._live)
+        return tuple(read())
+
+    def prepare(self) -> None:
+        """Trace the read of a snapshot and call it once (it writes nothing), off the training
+        thread, so that the snapshots at the ends of epochs cost what a later call costs."""
+        read = self._read_function.get_concrete_function()
+        read()
+        self._read = read
+
+    def measure(self, snapshot: tuple, previous: tuple, steps: int) -> Statistics:
+        """The statistics of `snapshot`; the update ratios are of the change since `previous`
+        (the snapshot at the start of the epoch), over its `steps` optimizer steps."""
+        kernel_values, activation_values, _, _, norms = self._pass(snapshot, previous)
         norms = norms.numpy()
         kernels, ratios = {}, {}
         for i, (layer, values) in enumerate(zip(self.kernel_layers, kernel_values, strict=True)):
@@ -158,9 +167,9 @@ class Probe:
                 saturated_fraction=share if kind in SATURATING else None)
         return Statistics(kernels, activations, ratios)
 
-    def samples(self) -> Samples:
-        """The activation and kernel-gradient samples of the snapshot, for histograms."""
-        _, _, activations, gradients = self._pass()
+    def samples(self, snapshot: tuple) -> Samples:
+        """The activation and kernel-gradient samples of `snapshot`, for histograms."""
+        _, _, activations, gradients, _ = self._pass(snapshot, snapshot)
         return Samples(
             {layer.name: a.numpy() for (layer, _), a in zip(self.activation_layers, activations,
                                                              strict=True)},
@@ -180,10 +189,13 @@ class Probe:
                 size=kernel.size)
         return stats
 
-    def _pass(self):
+    def _pass(self, snapshot: tuple, previous: tuple):
+        values = list(snapshot)
+        previous_kernels = [previous[i] for i in self._kernel_at]
         if self._pass_traced is None:
-            self._pass_traced = self._pass_function.get_concrete_function()
-        return self._pass_traced()
+            self._pass_traced = self._pass_function.get_concrete_function(
+                values, previous_kernels)
+        return self._pass_traced(values, previous_kernels)
 
 
 def _subsample(tensor):
