@@ -229,6 +229,18 @@ def test_reproduce_verdicts():
     far = Reproduction("m", 0, "a", "b", 0.900, 0.890, None)
     assert close.verdict.startswith("reproduced: weights differ")
     assert far.verdict.startswith("NOT reproduced")
+    # On another CPU model the retrained run is judged against the entry's seeds' spread
+    # (the shipped seed is the best of them); on the building machine it is not.
+    seeds = {"seed_range": (0.880, 0.900)}
+    other = {"built_on": "Intel(R) Xeon(R) Processor", "retrained_on": "AMD EPYC"}
+    within = Reproduction("m", 0, "a", "b", 0.900, 0.882, None, **other, **seeds)
+    assert within.verdict.startswith("reproduced: weights differ (built on Intel")
+    assert "AMD EPYC" in within.verdict and "0.8800 to 0.9000" in within.verdict
+    below = Reproduction("m", 0, "a", "b", 0.900, 0.870, None, **other, **seeds)
+    assert below.verdict.startswith("NOT reproduced") and "retrained on AMD EPYC" in below.verdict
+    same = {"built_on": "AMD EPYC", "retrained_on": "AMD EPYC"}
+    here = Reproduction("m", 0, "a", "b", 0.900, 0.882, None, **same, **seeds)
+    assert here.verdict.startswith("NOT reproduced") and "built on" not in here.verdict
 
 
 def test_readme_table_is_generated_from_the_manifest(quick_zoo, tmp_path):

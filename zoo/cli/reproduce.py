@@ -11,8 +11,9 @@ def add(commands) -> None:
         commands, "reproduce", summary="retrain a pretrained model, compare with its manifest",
         description="Retrain a pretrained model from the recipe and seed in its manifest and "
         "compare it with the shipped one: it reproduces with identical weights or a test "
-        "accuracy within half a percentage point. Exits 1 if it does not (make reproduce "
-        "MODEL=).",
+        "accuracy within half a percentage point (on another CPU model than the one it was "
+        "built on: within the test accuracies of the seeds it was built from). Exits 1 if it "
+        "does not (make reproduce MODEL=).",
         examples=["zoo reproduce mnist1d/cnn_paper", "zoo reproduce digits/mlp --no-track"])
     reproduce.add_argument("name", help="a pretrained model (zoo list pretrained)")
     arguments.no_track_argument(reproduce)
