@@ -121,8 +121,9 @@ class Probe:
                     tf.stack(norms) if norms else tf.zeros([0]))
 
         # No tensor-dependent control flow: without autograph the traces take half as long.
-        # Both are traced by their first use off the training thread (`prepare`): the first
-        # call of a function costs tens of milliseconds, a later one a fraction of one.
+        # Both are traced off the training thread, the read by `prepare` and the pass by its
+        # first use: the first call of a function costs tens of milliseconds, a later one a
+        # fraction of one.
         self._read_function = tf.function(lambda: [tf.identity(v.value) for v in self._live],
                                           autograph=False)
         self._pass_function = tf.function(probe_pass, autograph=False)
