@@ -18,7 +18,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview test test-scale test-full lint docs ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview data test test-scale test-full lint docs ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ lr-find: $(ENV) ## learning-rate range test of RECIPE: loss-vs-rate PNG and a su
 
 augment-preview: $(ENV) ## write a PNG grid of RECIPE's augmented training samples
 	$(ZOO) augment-preview $(RECIPE) $(ARGS)
+
+data: $(ENV) ## find Fashion-MNIST's files, or install Debian's dataset-fashion-mnist (as root)
+	$(ZOO) data
 
 list: $(ENV) ## list models, datasets, recipes and pretrained models
 	$(ZOO) list all

@@ -44,7 +44,8 @@ from zoo.errors import RecipeError, UnknownNameError, ZooDeprecation
 _NOT_FINGERPRINTED = ("name", "seed", "tune", "monitor")
 # Keys added after recipes were fingerprinted (and models shipped): at their default they are
 # left out, so those recipes keep their fingerprint.
-_FINGERPRINTED_UNLESS_DEFAULT = {"precision": "float32", "distribute": "none"}
+_FINGERPRINTED_UNLESS_DEFAULT = {("training", "precision"): "float32",
+                                 ("training", "distribute"): "none", ("data", "subset"): None}
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -80,14 +81,20 @@ class DataSection(_Section):
     """The `data` section."""
 
     dataset: str = Field(
-        "mnist1d", description="The data set: mnist1d or digits (embedded in the package), or "
-        "tfds:<name> for a TensorFlow Datasets builder such as tfds:mnist or tfds:cifar10 "
-        "(`zoo list datasets`). Default: mnist1d.")
+        "mnist1d", description="The data set: mnist1d or digits (embedded in the package), "
+        "fashion_mnist (its IDX files on this machine: Debian's dataset-fashion-mnist or Keras' "
+        "cache; `make data`), or tfds:<name> for a TensorFlow Datasets builder such as "
+        "tfds:mnist or tfds:cifar10 (`zoo list datasets`). Default: mnist1d.")
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.1, description="Fraction of the training split held out for validation, in [0, 1), "
         "stratified and carved with a fixed split seed that is the same for every recipe; 0 "
         "holds out nothing, so no val_* metrics exist and early stopping, a plateau schedule or "
         "a tune objective that watches one is refused. Default: 0.1.")
+    subset: PositiveInt | None = Field(
+        None, description="Train on a fixed subset of this many examples of the training "
+        "split, stratified by class and the same for every recipe and seed (validation is then "
+        "carved from it; the test split stays whole): quick experiments and tests on a large "
+        "data set. Default: none (the whole training split).")
     batch_size: PositiveInt = Field(
         100, description="Examples per optimizer step, an integer > 0. Default: 100.")
     standardize: bool = Field(
@@ -412,10 +419,10 @@ class Recipe(_Section):
         """sha256 of the resolved recipe without name, seed, tune and monitor: it identifies a
         configuration."""
         config = {k: v for k, v in self.resolved().items() if k not in _NOT_FINGERPRINTED}
-        training = config.get("training", {})
-        for key, default in _FINGERPRINTED_UNLESS_DEFAULT.items():
-            if training.get(key) == default:  # a recipe from before the key came keeps its id
-                training.pop(key)
+        for (section, key), default in _FINGERPRINTED_UNLESS_DEFAULT.items():
+            values = config.get(section, {})
+            if key in values and values[key] == default:  # a recipe from before the key came
+                values.pop(key)  # keeps its id
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

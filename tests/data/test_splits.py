@@ -110,7 +110,7 @@ def test_tiny_sets_that_cannot_be_stratified_still_split():
 def test_mnist1d_cache_gives_what_the_package_builds_and_survives_damage(tmp_path, monkeypatch):
     from mnist1d.data import get_dataset_args
 
-    from zoo.data import embedded
+    from zoo.data import cache, embedded
 
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
     built = embedded._build_mnist1d(get_dataset_args())
@@ -126,4 +126,4 @@ def test_mnist1d_cache_gives_what_the_package_builds_and_survives_damage(tmp_pat
     for arrays in (first, second, third):
         for got, want in zip(arrays[:4], built, strict=True):
             assert got.dtype == want.dtype and np.array_equal(got, want)
-    assert embedded._read_cached(cached) is not None  # rewritten whole
+    assert cache.read_cached_arrays(cached) is not None  # rewritten whole

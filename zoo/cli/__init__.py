@@ -19,6 +19,7 @@ from zoo.cli import (
     bench,
     build_zoo,
     compare,
+    data,
     gradcheck,
     join,
     listing,
@@ -43,7 +44,7 @@ INTERNAL_COMMANDS = roles.NAMES
 # In the order `zoo --help` lists them.
 PUBLIC_COMMANDS = (train, tune, ablate, compare, gradcheck, sanity, lr_find, server, postgres,
                    augment_preview, listing, predict, build_zoo, join, register, reproduce, ui,
-                   bench)
+                   bench, data)
 
 
 def main(argv: list[str] | None = None) -> int:

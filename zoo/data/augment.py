@@ -131,14 +131,14 @@ def preview(recipe, path, samples: int = 6, variants: int = 4):
     from pathlib import Path
 
     from zoo import plots
-    from zoo.data import load_dataset
+    from zoo.data import recipe_splits
     from zoo.errors import RecipeError
 
     ops = recipe.data.augmentation
     if not ops:
         raise RecipeError(f"{recipe.name}: data.augmentation is empty, nothing to preview; "
                           "add ops in the recipe or override data.augmentation=[{op: ...}]")
-    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    splits = recipe_splits(recipe)
     x = splits.x_train[:samples]
     mean, std = float(splits.x_train.mean()), float(splits.x_train.std())
     augmented = [augment_batch(x, ops, recipe.seed + v, mean, std) for v in range(variants)]

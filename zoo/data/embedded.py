@@ -1,16 +1,17 @@
-"""Data sets that ship inside installed packages: nothing is downloaded."""
+"""Data sets loaded from this machine: built by installed packages (digits, mnist1d) or read
+from files a system package installs (fashion_mnist); nothing is downloaded."""
 
 from __future__ import annotations
 
 import functools
-import zipfile
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from zoo import paths
+from zoo.data.cache import read_cached_arrays, write_cached_arrays
+from zoo.data.fashion_mnist import fashion_mnist
 from zoo.data.splits import SPLIT_SEED, frozen
-from zoo.files import atomic_path
 
 # digits has no official test split; this one is fixed forever (stratified, 20%).
 DIGITS_TEST_FRACTION = 0.2
@@ -50,15 +51,12 @@ def mnist1d():
     key = hashlib.sha256(json.dumps([version("mnist1d"), vars(args)], sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
     path = paths.cache_dir() / f"mnist1d-{key}.npz"
-    arrays = _read_cached(path)
+    arrays = read_cached_arrays(path)
     if arrays is None:
         arrays = _build_mnist1d(args)
-        _write_cached(path, arrays)
+        write_cached_arrays(path, arrays)
     names = tuple(str(c) for c in range(10))
     return tuple(map(frozen, arrays)) + (names,)
-
-
-_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _build_mnist1d(args) -> tuple[np.ndarray, ...]:
@@ -69,20 +67,4 @@ def _build_mnist1d(args) -> tuple[np.ndarray, ...]:
             data["x_test"].astype(np.float32)[..., None], data["y_test"].astype(np.int32))
 
 
-def _read_cached(path) -> tuple[np.ndarray, ...] | None:
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            return tuple(stored[name] for name in _ARRAYS)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # missing, half-written by an older version, or damaged: rebuild
-
-
-def _write_cached(path, arrays: tuple[np.ndarray, ...]) -> None:
-    try:
-        with atomic_path(path, suffix=".tmp.npz") as tmp:
-            np.savez(tmp, **dict(zip(_ARRAYS, arrays, strict=True)))
-    except OSError:
-        pass  # a read-only home: build it again next time
-
-
-EMBEDDED = {"digits": digits, "mnist1d": mnist1d}
+EMBEDDED = {"digits": digits, "fashion_mnist": fashion_mnist, "mnist1d": mnist1d}

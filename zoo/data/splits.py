@@ -75,6 +75,28 @@ def carve_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int = 
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
+def take_subset(x: np.ndarray, y: np.ndarray, size: int | None, dataset: str):
+    """`size` examples of (x, y), stratified by class, with the fixed split seed, in their
+    original order; all of them when `size` is None.
+
+    Raises:
+        DataError: `size` is not below the number of examples.
+    """
+    from zoo.errors import DataError
+
+    if size is None:
+        return x, y
+    if size >= len(y):
+        raise DataError(f"data.subset: {dataset} has {len(y)} training examples, so a subset "
+                        f"must be smaller (received {size}); remove the key to use them all")
+    classes = np.unique(y)
+    stratify = y if min(size, len(y) - size) >= len(classes) else None
+    index, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=stratify,
+                                random_state=SPLIT_SEED)
+    index.sort()
+    return x[index], y[index]
+
+
 def frozen(array: np.ndarray) -> np.ndarray:
     """Read-only, so a cached data set cannot be changed by one run and seen by the next."""
     array.flags.writeable = False

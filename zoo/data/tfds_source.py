@@ -10,12 +10,12 @@ import os
 
 import numpy as np
 
-from zoo.data.splits import Splits, carve_validation
+from zoo.data.splits import Splits, carve_validation, take_subset
 from zoo.errors import DataError
 from zoo.registry.datasets import TFDS_PREFIX
 
 
-def load(name: str, validation_split: float) -> Splits:
+def load(name: str, validation_split: float, subset: int | None = None) -> Splits:
     """tfds' train split, with validation carved from it stratified by class as for the
     embedded sets (same fixed split seed); tfds' test split as test."""
     import tensorflow_datasets as tfds
@@ -37,6 +37,7 @@ def load(name: str, validation_split: float) -> Splits:
             f"works). tfds said: {str(err).splitlines()[0]}"
         ) from None
     (x_full, y_full), (x_test, y_test) = [_to_numpy(ds) for ds in datasets]
+    x_full, y_full = take_subset(x_full, y_full, subset, f"{TFDS_PREFIX}{name}")
     x_train, y_train, x_val, y_val = carve_validation(x_full, y_full, validation_split)
     label = info.features["label"]
     class_names = tuple(label.names) if getattr(label, "names", None) else tuple(

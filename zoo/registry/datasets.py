@@ -1,12 +1,12 @@
-"""The data sets a recipe may name, and their kind, known from the name alone: the embedded sets
-(which `zoo.data.embedded` loads) and `tfds:<name>` (image sets, checked against tfds' builders
-without touching any data)."""
+"""The data sets a recipe may name, and their kind, known from the name alone: the sets found on
+this machine (which `zoo.data.embedded` loads) and `tfds:<name>` (image sets, checked against
+tfds' builders without touching any data)."""
 
 from __future__ import annotations
 
 from zoo.errors import UnknownNameError
 
-EMBEDDED_KINDS = {"digits": "image", "mnist1d": "sequence"}
+EMBEDDED_KINDS = {"digits": "image", "fashion_mnist": "image", "mnist1d": "sequence"}
 TFDS_PREFIX = "tfds:"
 
 

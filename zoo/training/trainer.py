@@ -21,7 +21,7 @@ import numpy as np
 
 from zoo import interrupt, paths
 from zoo import mlflow_layout as layout
-from zoo.data import Splits, load_dataset
+from zoo.data import Splits, recipe_splits
 from zoo.data.augment import augment_tensor
 from zoo.data.pipeline import training_dataset
 from zoo.errors import TrainingError
@@ -103,7 +103,7 @@ def prepare(recipe: Recipe) -> Prepared:
     from zoo.models import model_for
     from zoo.training.optim import make_optimizer
 
-    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    splits = recipe_splits(recipe)
     # Seeded after loading: the first load of a data set in a process may draw from the global
     # generators (mnist1d seeds and draws NumPy's), later loads come from a cache and do not, so
     # seeding before would make the weights depend on what the process trained before.
@@ -121,7 +121,7 @@ def prepare(recipe: Recipe) -> Prepared:
             # Under a MirroredStrategy, Keras' loop over several steps fails in TensorFlow 2.21
             # ("You must feed a value for placeholder tensor"), so each step is one call there.
             steps_per_execution=steps_per_epoch if strategy is None else 1,
-            jit_compile=policy.jit_compile(epochs * steps_per_epoch),
+            jit_compile=policy.jit_compile(epochs * steps_per_epoch, _convolves_images(model)),
         )
     return Prepared(
         recipe=recipe,
@@ -155,6 +155,10 @@ def _training_data(recipe: Recipe, splits: Splits, start_epoch: int = 0):
             splits.x_train, splits.y_train, splits.num_classes, data.batch_size,
             seed=recipe.seed, augment=_augmentation(recipe, splits), start_epoch=start_epoch)
     return _LAST_PIPELINE[key]
+
+
+def _convolves_images(model) -> bool:
+    return any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
 
 
 def _augmentation(recipe: Recipe, splits: Splits):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from zoo.data import load_dataset
+from zoo.data import recipe_splits
 from zoo.models import model_for
 from zoo.recipe import Recipe
 
@@ -78,7 +78,7 @@ def float64() -> Iterator[None]:
 
 def check_model(recipe: Recipe):
     """The recipe's model for checking: float64, no dropout (deterministic forward passes)."""
-    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)
+    splits = recipe_splits(recipe)
     args = {k: (0.0 if k in ("dropout", "spatial_dropout") else v)
             for k, v in recipe.model.args.items()}
     return splits, lambda l1, l2: model_for(recipe, splits, args=args, l1=l1, l2=l2)
