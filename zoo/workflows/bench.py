@@ -21,7 +21,10 @@ Ratios and targets:
 - the default recipe `mnist1d/cnn_paper` (augmentation) / `mnist1d/cnn_paper_plain`: <= 1.15;
 - a 4-cell ablation with `--workers 2` / `--workers 1`, as throughput: >= 1.5;
 - monitoring every epoch / none: <= 1.10; MLflow tracking / none: <= 1.05;
-- tuning: seconds per trial besides its fit: <= 0.5.
+- tuning: seconds per trial besides its fit: <= 0.5;
+- Fashion-MNIST: zoo `fashion_mnist/cnn_small` / the same model in a bare Keras `fit` with
+  Keras' defaults, both over `FASHION_EPOCHS` epochs of the whole training split: <= 0.6, with
+  each side's images per second and peak memory (one round: the two take minutes).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ from zoo import mlflow_layout as layout
 
 PLAIN = "mnist1d/cnn_paper_plain"
 AUGMENTED = "mnist1d/cnn_paper"
+FASHION = "fashion_mnist/cnn_small"
+# Both Fashion-MNIST sides train this many epochs of the recipe (its whole length would take
+# most of an hour).
+FASHION_EPOCHS = 2
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ def run_bench(repeats: int = 5) -> list[Ratio]:
         ablation = _ablation(folder)
         tuning = _tuning(folder)
         times = _training_sides(folder, repeats, started)
+        fashion = _fashion_sides(folder)
     zoo = statistics.median(times["zoo train"])
     ratios = [
         Ratio("zoo / bare Keras fit with Keras defaults",
@@ -119,10 +127,16 @@ def run_bench(repeats: int = 5) -> list[Ratio]:
         _paired("MLflow tracking / no tracking", times, "zoo train", "zoo train, no MLflow",
                 1.05),
         Ratio("tuning: seconds per trial besides its fit", tuning["overhead"], 0.5),
+        Ratio(f"Fashion-MNIST {FASHION}: zoo / bare Keras fit, Keras defaults",
+              fashion["zoo"]["seconds"] / fashion["bare"]["seconds"], 0.6),
     ]
     print(f"\nzoo bench: ratios ({_cpu()}; {time.monotonic() - started:.0f} s in all)")
     for ratio in ratios:
         print("  " + ratio.line())
+    for side, label in (("zoo", "zoo train"), ("bare", "bare Keras fit, Keras defaults")):
+        measured = fashion[side]
+        print(f"  Fashion-MNIST {label:<33} {measured['images_per_second']:7.0f} images/s, "
+              f"peak memory {measured['peak_mb']:,.0f} MB")
     return ratios
 
 
@@ -152,6 +166,42 @@ def _training_sides(folder: Path, repeats: int, started: float) -> dict[str, lis
     return times
 
 
+def _fashion_sides(folder: Path) -> dict[str, dict[str, float]]:
+    """The zoo and the bare Keras fit of `FASHION`, once each: seconds, images per second of the
+    whole run (training images over the run's time) and the process's peak resident memory."""
+    from zoo.data import recipe_splits
+    from zoo.recipe import load_recipe
+
+    if not _has_fashion_mnist():
+        raise RuntimeError("the Fashion-MNIST part needs its files: make data")
+    print(f"\nzoo bench: {FASHION}, {FASHION_EPOCHS} epochs, zoo then bare Keras with Keras' "
+          "defaults, each in a process of its own", flush=True)
+    overrides = [f"training.epochs={FASHION_EPOCHS}"]
+    images = FASHION_EPOCHS * len(recipe_splits(load_recipe(FASHION, overrides)).y_train)
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    measured = {}
+    for side, kind, env in (("zoo", "zoo", {}),
+                            ("bare", "bare-defaults", {"TF_NUM_INTRAOP_THREADS": "0"})):
+        seconds, peak_mb = _side(FASHION, kind, folder, {"MLFLOW_TRACKING_URI": store, **env},
+                                 overrides, with_memory=True)
+        measured[side] = {"seconds": seconds, "images_per_second": images / seconds,
+                          "peak_mb": peak_mb}
+        print(f"  {side:<5} {seconds:7.2f} s, {images / seconds:6.0f} images/s, peak memory "
+              f"{peak_mb:,.0f} MB", flush=True)
+    return measured
+
+
+def _has_fashion_mnist() -> bool:
+    from zoo.data import fashion_mnist
+    from zoo.errors import DataError
+
+    try:
+        fashion_mnist.find_files()
+    except DataError:
+        return False
+    return True
+
+
 def _paired(name: str, times: dict[str, list[float]], side: str, baseline: str,
             target: float) -> Ratio:
     """The ratio `name` of `side`'s time to `baseline`'s: the median over the rounds of their
@@ -160,13 +210,16 @@ def _paired(name: str, times: dict[str, list[float]], side: str, baseline: str,
     return Ratio(name, statistics.median(rounds), target, rounds=rounds)
 
 
-def _side(recipe: str, kind: str, folder: Path, env: dict[str, str]) -> float:
-    """The seconds one side took, in a process of its own forked from the sides' server."""
+def _side(recipe: str, kind: str, folder: Path, env: dict[str, str],
+          overrides: list[str] | None = None, with_memory: bool = False):
+    """The seconds one side took, in a process of its own forked from the sides' server, with
+    `overrides` on its recipe; with `with_memory`, (seconds, the process's peak resident MB)."""
     context = _side_server()
     log = folder / "side.log"  # the side's output, shown if it fails
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_run_side, name=f"zoo-bench-{kind}",
-                            args=(kind, recipe, folder / "models", env, str(log), send))
+                            args=(kind, recipe, folder / "models", env, str(log), send,
+                                  overrides or []))
     child.start()
     send.close()
     try:
@@ -183,7 +236,8 @@ def _side(recipe: str, kind: str, folder: Path, env: dict[str, str]) -> float:
     if outcome != "seconds":
         output = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise RuntimeError(f"bench side {kind} {recipe} failed:\n{output}\n{value}")
-    return value
+    seconds, peak_mb = value
+    return (seconds, peak_mb) if with_memory else seconds
 
 
 # What a side imports before its clock starts, imported once by the server its processes fork
@@ -207,10 +261,11 @@ def _side_server():
 
 
 def _run_side(kind: str, recipe: str, model_dir: Path, env: dict[str, str], log: str,
-              answer) -> None:
+              answer, overrides: list[str]) -> None:
     """A side's process: its environment set before TensorFlow starts, its output into `log`;
-    answers ("seconds", s) or ("error", traceback) and ends without tearing TensorFlow down
-    (most of a second, which would overlap the next side's start)."""
+    answers ("seconds", (s, peak resident MB)) or ("error", traceback) and ends without tearing
+    TensorFlow down (most of a second, which would overlap the next side's start)."""
+    import resource
     import traceback
 
     os.environ.update(env)
@@ -218,7 +273,9 @@ def _run_side(kind: str, recipe: str, model_dir: Path, env: dict[str, str], log:
     os.dup2(output, 1)
     os.dup2(output, 2)
     try:
-        answer.send(("seconds", _time_side(kind, recipe, model_dir)))
+        seconds = _time_side(kind, recipe, model_dir, overrides)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+        answer.send(("seconds", (seconds, peak_mb)))
     except BaseException:  # noqa: BLE001  (reported to the bench, which raises it)
         answer.send(("error", traceback.format_exc()))
     finally:
@@ -297,13 +354,13 @@ def _cpu() -> str:
 # One side, in its own process (`_run_side`).
 
 
-def _time_side(kind: str, recipe_name: str, model_dir: Path) -> float:
+def _time_side(kind: str, recipe_name: str, model_dir: Path, overrides: list[str]) -> float:
     from zoo import tracking
-    from zoo.data import load_dataset
+    from zoo.data import recipe_splits
     from zoo.recipe import load_recipe
 
-    recipe = load_recipe(recipe_name)
-    splits = load_dataset(recipe.data.dataset, recipe.data.validation_split)  # cached: untimed
+    recipe = load_recipe(recipe_name, overrides)
+    splits = recipe_splits(recipe)  # cached: untimed
     if kind.startswith("bare"):
         started = time.perf_counter()
         _bare_fit(recipe, splits, fastest=kind == "bare-fastest")
