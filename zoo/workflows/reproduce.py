@@ -104,7 +104,7 @@ def reproduce(name: str, directory: Path | None = None, track: bool = True,
         shipped_accuracy=entry["metrics"]["shipped"]["test_accuracy"],
         new_accuracy=result.test_accuracy,
         run_id=result.run_id,
-        built_on=manifest(directory).get("hardware", {}).get("cpu", ""),
+        built_on=(entry.get("hardware") or manifest(directory).get("hardware", {})).get("cpu", ""),
         retrained_on=cpu_model(),
         seed_range=_seed_range(entry),
     )
