@@ -19,6 +19,14 @@ requires_postgres = pytest.mark.skipif(
     not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which("initdb"),
     reason="PostgreSQL is not installed (Debian: apt-get install postgresql)")
 
+# Fashion-MNIST's IDX files from Debian's dataset-fashion-mnist (`make data`; `.ci/run`
+# installs it); elsewhere the tests that read them say why they did not run.
+requires_fashion_mnist = pytest.mark.skipif(
+    not all(Path("/usr/share/datasets/fashion-mnist", f"{split}-{kind}-idx{dims}-ubyte.gz")
+            .is_file() for split in ("train", "t10k")
+            for kind, dims in (("images", 3), ("labels", 1))),
+    reason="Fashion-MNIST is not installed (make data, or apt-get install dataset-fashion-mnist)")
+
 
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory):

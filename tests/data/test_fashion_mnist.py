@@ -14,13 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import requires_fashion_mnist
 from zoo.data import fashion_mnist as source
 from zoo.data import load_dataset
 from zoo.errors import DataError
-
-requires_fashion_mnist = pytest.mark.skipif(
-    not all((source.DEBIAN_DIR / name).is_file() for name in source.FILES),
-    reason="Fashion-MNIST is not installed (make data, or apt-get install dataset-fashion-mnist)")
 
 pytestmark = requires_fashion_mnist
 

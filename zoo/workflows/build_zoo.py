@@ -228,7 +228,57 @@ DATA_TERMS = {
               "Digits data set (Alpaydin and Kaynak, 1998; CC BY 4.0)",
     "mnist1d": "MNIST-1D (Greydanus, 2020), built locally by the `mnist1d` package "
                "(Apache-2.0)",
+    "fashion_mnist": "Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017; Zalando SE, MIT licence), "
+                     "read from its original IDX files",
 }
+
+# Small models of Fashion-MNIST's published benchmark table (the README of its repository, as
+# Debian's dataset-fashion-mnist ships it): (model, parameters, preprocessing, test accuracy).
+FASHION_MNIST_BENCHMARK = (
+    ("MLP 256-128-100", "", "none", 0.8833),
+    ("2 Conv <100K parameters", "<100K", "none", 0.925),
+    ("2 Conv+pooling+BN", "", "none", 0.934),
+    ("2 Conv+2 FC", "", "random horizontal flips", 0.939),
+    ("ResNet18", "11M", "normalization, flips, translation, rotation", 0.949),
+    ("DenseNet-BC", "768K", "standardization, random crops and flips", 0.954),
+    ("WRN-28-10 + random erasing", "36M", "standardization, random crops and flips", 0.963),
+    ("human (crowd-sourced, 1,000 test images)", "", "", 0.835),
+)
+PUBLISHED = {"fashion_mnist": FASHION_MNIST_BENCHMARK}
+
+
+def benchmark_table(name: str, entry: dict[str, Any]) -> str:
+    """The entry's mean test accuracy among its data set's published results, best first;
+    empty when the data set has no published table here."""
+    rows = PUBLISHED.get(entry["dataset"])
+    if not rows:
+        return ""
+    accuracy = entry["metrics"]["test_accuracy"]
+    ours = (f"**`{name}` (this model, mean ± std over {len(accuracy['per_seed'])} seeds)**",
+            f"{entry['params']:,}", _augmentation_text(entry["recipe"]), accuracy["mean"])
+    lines = ["| model | parameters | preprocessing / augmentation | test accuracy |",
+             "|---|---|---|---|"]
+    for model, params, preprocessing, value in sorted((*rows, ours), key=lambda r: -r[3]):
+        shown = (f"**{value:.4f} ± {accuracy['std']:.4f}**" if model == ours[0]
+                 else f"{value:.3f}")
+        lines.append(f"| {model} | {params} | {preprocessing} | {shown} |")
+    return "\n".join(lines)
+
+
+def _augmentation_text(recipe: dict[str, Any]) -> str:
+    ops = [", ".join(f"{k} {v}" if k != "op" else str(v) for k, v in op.items())
+           for op in recipe["data"]["augmentation"]]
+    standardized = "standardization" if recipe["data"]["standardize"] else "none"
+    return "; ".join([standardized, *ops])
+
+
+def _benchmark_section(name: str, entry: dict[str, Any]) -> str:
+    table = benchmark_table(name, entry)
+    if not table:
+        return ""
+    return ("## Against the published benchmark\n\nThe small models of the data set's "
+            "benchmark table, as its README publishes them (single runs, their own "
+            f"preprocessing), and this entry:\n\n{table}\n\n")
 
 
 def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DIR) -> Path:
@@ -271,7 +321,7 @@ for nothing else.
 |---|---|---|---|
 {newline.join(rows)}
 
-## Use
+{_benchmark_section(name, entry)}## Use
 
 ```python
 import zoo
