@@ -122,3 +122,16 @@ def test_without_the_files_the_recipe_fails_in_seconds_on_one_line_before_any_ru
     assert "/nonexistent" in lines[0] and "apt-get install dataset-fashion-mnist" in lines[0]
     assert "keras.datasets.fashion_mnist.load_data()" in lines[0]
     assert not (tmp_path / "mlflow.db").exists()  # no store created, so no run in it
+
+
+def test_zoo_data_says_where_the_files_are_and_refuses_an_empty_folder(fresh, capsys,
+                                                                        monkeypatch):
+    from zoo import cli
+
+    assert cli.main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert "60,000 training and 10,000 test images" in out and str(source.DEBIAN_DIR) in out
+    monkeypatch.setenv(source.DIR_ENVIRONMENT, str(fresh / "empty"))
+    assert cli.main(["data"]) == 2  # the folder asked for is empty: nothing is installed
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(fresh / "empty") in err[0]
