@@ -27,7 +27,7 @@ def add(commands) -> None:
 def handle(args) -> int:
     """Run the command; returns its exit status."""
     from zoo import paths
-    from zoo.workflows.build_zoo import ENTRIES, build_zoo, update_readme
+    from zoo.workflows.build_zoo import ENTRIES, build_zoo, update_benchmark_page, update_readme
 
     names = args.names or tuple(ENTRIES)
     from zoo.workflows.workers import shared_address
@@ -37,6 +37,9 @@ def handle(args) -> int:
     readme = paths.project_root() / "README.md"
     if readme.exists() and update_readme(manifest, readme):
         print(f"zoo: updated the zoo table in {readme}")
+    page = paths.project_root() / "docs" / "pretrained.md"
+    if update_benchmark_page(manifest, page):
+        print(f"zoo: updated the benchmark table in {page}")
     for line in pretrained_listing():
         print(line)
     if not args.no_track:

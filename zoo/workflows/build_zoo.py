@@ -247,20 +247,28 @@ FASHION_MNIST_BENCHMARK = (
 PUBLISHED = {"fashion_mnist": FASHION_MNIST_BENCHMARK}
 
 
-def benchmark_table(name: str, entry: dict[str, Any]) -> str:
-    """The entry's mean test accuracy among its data set's published results, best first;
-    empty when the data set has no published table here."""
-    rows = PUBLISHED.get(entry["dataset"])
+def benchmark_table(entries: dict[str, dict[str, Any]]) -> str:
+    """The entries' mean test accuracies among their data set's published results, best first
+    (the entries in bold); empty when the data set has no published table here.
+
+    Args:
+        entries: zoo entries of one data set, by name, as in the manifest.
+    """
+    datasets = {entry["dataset"] for entry in entries.values()}
+    rows = PUBLISHED.get(datasets.pop()) if len(datasets) == 1 else None
     if not rows:
         return ""
-    accuracy = entry["metrics"]["test_accuracy"]
-    ours = (f"**`{name}` (this model, mean ± std over {len(accuracy['per_seed'])} seeds)**",
-            f"{entry['params']:,}", _augmentation_text(entry["recipe"]), accuracy["mean"])
+    ours = []
+    for name, entry in entries.items():
+        accuracy = entry["metrics"]["test_accuracy"]
+        ours.append((f"**`{name}`** (zoo, mean ± std over {len(accuracy['per_seed'])} seeds)",
+                     f"{entry['params']:,}", _augmentation_text(entry["recipe"]),
+                     accuracy["mean"], accuracy["std"]))
     lines = ["| model | parameters | preprocessing / augmentation | test accuracy |",
              "|---|---|---|---|"]
-    for model, params, preprocessing, value in sorted((*rows, ours), key=lambda r: -r[3]):
-        shown = (f"**{value:.4f} ± {accuracy['std']:.4f}**" if model == ours[0]
-                 else f"{value:.3f}")
+    for model, params, preprocessing, value, *std in sorted(
+            [*rows, *ours], key=lambda row: -row[3]):
+        shown = f"**{value:.4f} ± {std[0]:.4f}**" if std else f"{value:.3f}"
         lines.append(f"| {model} | {params} | {preprocessing} | {shown} |")
     return "\n".join(lines)
 
@@ -273,7 +281,7 @@ def _augmentation_text(recipe: dict[str, Any]) -> str:
 
 
 def _benchmark_section(name: str, entry: dict[str, Any]) -> str:
-    table = benchmark_table(name, entry)
+    table = benchmark_table({name: entry})
     if not table:
         return ""
     return ("## Against the published benchmark\n\nThe small models of the data set's "
@@ -368,6 +376,24 @@ def zoo_table(manifest: dict[str, Any]) -> str:
             f"{entry['seed']} ({entry['metrics']['shipped']['test_accuracy']:.4f}) | "
             f"{entry['params']:,} | [card](zoo/pretrained/{name}.md) |")
     return "\n".join(lines)
+
+
+BENCHMARK_START, BENCHMARK_END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
+
+
+def update_benchmark_page(manifest: dict[str, Any], page: Path) -> bool:
+    """Replace the table between the page's benchmark-table markers with the Fashion-MNIST
+    entries among the published results. False if there are no markers or no such entries."""
+    entries = {name: entry for name, entry in manifest["entries"].items()
+               if entry["dataset"] == "fashion_mnist"}
+    text = page.read_text() if page.exists() else ""
+    if not entries or BENCHMARK_START not in text or BENCHMARK_END not in text:
+        return False
+    head, rest = text.split(BENCHMARK_START, 1)
+    _, tail = rest.split(BENCHMARK_END, 1)
+    write_text_atomically(page, f"{head}{BENCHMARK_START}\n{benchmark_table(entries)}\n"
+                                f"{BENCHMARK_END}{tail}")
+    return True
 
 
 def update_readme(manifest: dict[str, Any], readme: Path) -> bool:
