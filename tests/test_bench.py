@@ -27,6 +27,23 @@ def test_an_overhead_is_the_median_of_its_ratios_within_each_round():
     assert ratio.line().endswith("rounds 1.100, 1.200, 1.050")
 
 
+@pytest.mark.parametrize("rounds,at_least,verdict", [
+    ((1.05, 1.20, 1.08), False, "unsettled"),  # rounds on both sides of 1.10: the host decides
+    ((1.02, 1.08, 1.10), False, "met"),        # every round at or below the ceiling
+    ((1.12, 1.20, 1.15), False, "NOT met"),
+    ((1.4, 1.6, 1.55), True, "unsettled"),
+    ((1.5, 1.6, 1.55), True, "met"),
+])
+def test_rounds_on_both_sides_of_the_target_are_unsettled(rounds, at_least, verdict):
+    import statistics
+
+    ratio = Ratio("r", statistics.median(rounds), 1.5 if at_least else 1.10, at_least=at_least,
+                  rounds=rounds)
+    assert ratio.verdict == verdict
+    assert f": {verdict})" in ratio.line()
+    assert Ratio("single", 1.2, 1.10).verdict == "NOT met"  # one measurement: no spread
+
+
 def test_rounds_of_unequal_count_are_an_error():
     with pytest.raises(ValueError):
         _paired("side / base", {"side": [1.0, 2.0], "base": [1.0]}, "side", "base", 1.1)

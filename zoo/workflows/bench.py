@@ -66,13 +66,24 @@ class Ratio:
             return None
         return self.value >= self.target if self.at_least else self.value <= self.target
 
+    @property
+    def verdict(self) -> str:
+        """`met`, `NOT met`, or `unsettled` when the rounds fall on both sides of the target
+        (the median's side is then the host's noise as much as the zoo's cost); `reported`
+        when there is no target."""
+        if self.target is None:
+            return "reported"
+        if len(self.rounds) > 1 and min(self.rounds) < self.target < max(self.rounds):
+            return "unsettled"
+        return "met" if self.met else "NOT met"
+
     def line(self) -> str:
         """The report's line: name, value, and the verdict against the target (or `(reported)`)."""
         if self.target is None:
             verdict = "(reported)"
         else:
             sign = ">=" if self.at_least else "<="
-            verdict = f"(target {sign} {self.target:g}: {'met' if self.met else 'NOT met'})"
+            verdict = f"(target {sign} {self.target:g}: {self.verdict})"
         spread = (f"  rounds {', '.join(f'{r:.3f}' for r in self.rounds)}"
                   if len(self.rounds) > 1 else "")
         return f"{self.name:<58} {self.value:7.3f}  {verdict}{spread}"
