@@ -57,29 +57,33 @@ def test_a_process_that_trains_beside_workers_takes_one_inter_op_thread(environm
     assert done.stdout.split()[-1] == expected  # 0: TensorFlow's own choice, from the variable
 
 
-@pytest.mark.parametrize("xla,device,images,steps,expected", [
+@pytest.mark.parametrize("xla,device,large,steps,expected", [
     ("auto", "CPU", False, 4000, True),
     ("auto", "CPU", False, 3999, False),
-    ("auto", "CPU", True, 100_000, False),  # XLA's own 2D convolutions are slower than oneDNN's
+    ("auto", "CPU", True, 100_000, False),  # XLA's own large kernels are slower than oneDNN's
     ("auto", "GPU", True, 4000, True),
     ("1", "CPU", True, 10, True),
     ("0", "CPU", False, 100_000, False),
 ])
-def test_xla_auto_leaves_out_image_convolutions_on_a_cpu(xla, device, images, steps, expected):
+def test_xla_auto_leaves_out_large_kernels_on_a_cpu(xla, device, large, steps, expected):
     from zoo.training.execution import Policy
 
     policy = Policy(op_determinism=False, xla=xla, device=device)
-    assert policy.jit_compile(steps, image_convolutions=images) is expected
+    assert policy.jit_compile(steps, large_kernels=large) is expected
 
 
-def test_a_long_run_of_an_image_cnn_is_not_compiled_and_an_mlp_is(monkeypatch):
+def test_a_long_run_of_an_image_cnn_or_a_wide_mlp_is_not_compiled_and_a_small_mlp_is(
+        monkeypatch):
     from zoo.recipe import load_recipe
     from zoo.training.trainer import prepare
 
     monkeypatch.delenv("ZOO_XLA", raising=False)
-    # 200 epochs of 41 steps: past XLA_MIN_STEPS for both.
-    cnn = prepare(load_recipe("digits/cnn", ["training.epochs=200"]))
-    mlp = prepare(load_recipe("digits/mlp", ["training.epochs=200"]))
+    # 200 epochs of 41 steps: past XLA_MIN_STEPS for all three.
+    long = ["training.epochs=200"]
+    cnn = prepare(load_recipe("digits/cnn", long))
+    mlp = prepare(load_recipe("digits/mlp", long))
+    wide = prepare(load_recipe("digits/mlp", [*long, "model.widths=[8192, 16]"]))
+    assert mlp.model.jit_compile is True
     if cnn.policy.device == "CPU":
         assert cnn.model.jit_compile is False
-    assert mlp.model.jit_compile is True
+        assert wide.model.jit_compile is False  # its 64x8192 kernel: 524,288 weights

@@ -9,7 +9,8 @@ The policy, by device (`ZOO_DETERMINISM=auto|ops|off` overrides it):
 - GPU, `off`: XLA on, op determinism off: faster, not bit-for-bit reproducible.
 
 `ZOO_XLA=auto` (default) compiles runs of at least `XLA_MIN_STEPS` optimizer steps with XLA,
-except models with 2D convolutions on a CPU (`Policy.jit_compile`); `1` every run, `0` none.
+except models with 2D convolutions or large dense kernels on a CPU (`Policy.jit_compile`); `1`
+every run, `0` none.
 Whatever the choice, a recipe gets the same one every time, so the same recipe and seed still
 give the same weights.
 
@@ -55,6 +56,9 @@ XLA_CHOICES = ("auto", "1", "0")
 # then saves about 0.5 ms a step (mnist1d/cnn_paper: 8,000 steps, 23 s -> 19 s of training):
 # `auto` compiles runs long enough to gain from it.
 XLA_MIN_STEPS = 4000
+# The largest dense kernel XLA computes faster than oneDNN on a CPU, in weights: MNIST-1D's
+# 512x512 MLP gains from XLA, Fashion-MNIST's 784x1024 loses (`Policy.jit_compile`).
+XLA_MAX_DENSE_KERNEL = 400_000
 INTER_OP = "TF_NUM_INTEROP_THREADS"  # TensorFlow's own variable (`train_side_by_side`)
 
 
@@ -79,19 +83,21 @@ class Policy:
         count = tf.config.threading.get_inter_op_parallelism_threads()
         return str(count) if count else os.environ.get(INTER_OP, "TensorFlow's default")
 
-    def jit_compile(self, total_steps: int, image_convolutions: bool = False) -> bool:
+    def jit_compile(self, total_steps: int, large_kernels: bool = False) -> bool:
         """Whether a run of `total_steps` optimizer steps compiles with XLA.
 
         Explicit, not Keras' "auto", which never picks XLA on a machine without a GPU; where a
         layer cannot be compiled, Keras falls back to False with a warning. `auto` leaves out
-        models with 2D convolutions on a CPU: XLA computes them with its own kernels, not
-        oneDNN's, and a Fashion-MNIST CNN then trained 1.65 times slower per step.
+        models with `large_kernels` (2D convolutions, or a dense kernel of at least
+        `XLA_MAX_DENSE_KERNEL` weights) on a CPU: XLA computes them with its own kernels, not
+        oneDNN's, and on Fashion-MNIST a small CNN then trained 1.65 times slower per step, an
+        MLP 1024-512 about 7 times slower.
         """
         if self.op_determinism or self.xla == "0":
             return False
         if self.xla == "1":
             return True
-        if image_convolutions and self.device == "CPU":
+        if large_kernels and self.device == "CPU":
             return False
         return total_steps >= XLA_MIN_STEPS
 

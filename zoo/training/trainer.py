@@ -29,7 +29,12 @@ from zoo.files import Busy, exclusive
 from zoo.logged_models import log_model, log_splits, split_datasets
 from zoo.recipe import Recipe, training_length
 from zoo.training.backup import BackupAndResume, BackupStore, Snapshot, backup_folder
-from zoo.training.execution import Policy, precision_and_devices, seed_everything
+from zoo.training.execution import (
+    XLA_MAX_DENSE_KERNEL,
+    Policy,
+    precision_and_devices,
+    seed_everything,
+)
 from zoo.training.model_files import save_model_atomically, weights_sha256
 from zoo.training.schedules import LearningRateController, make_schedule
 
@@ -121,7 +126,7 @@ def prepare(recipe: Recipe) -> Prepared:
             # Under a MirroredStrategy, Keras' loop over several steps fails in TensorFlow 2.21
             # ("You must feed a value for placeholder tensor"), so each step is one call there.
             steps_per_execution=steps_per_epoch if strategy is None else 1,
-            jit_compile=policy.jit_compile(epochs * steps_per_epoch, _convolves_images(model)),
+            jit_compile=policy.jit_compile(epochs * steps_per_epoch, _large_kernels(model)),
         )
     return Prepared(
         recipe=recipe,
@@ -157,8 +162,12 @@ def _training_data(recipe: Recipe, splits: Splits, start_epoch: int = 0):
     return _LAST_PIPELINE[key]
 
 
-def _convolves_images(model) -> bool:
-    return any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
+def _large_kernels(model) -> bool:
+    """2D convolutions or a large dense kernel: what oneDNN computes faster than XLA on a CPU."""
+    return any(isinstance(layer, keras.layers.Conv2D) or (
+        isinstance(layer, keras.layers.Dense)
+        and math.prod(layer.kernel.shape) >= XLA_MAX_DENSE_KERNEL)
+        for layer in model.layers)
 
 
 def _augmentation(recipe: Recipe, splits: Splits):

@@ -289,6 +289,10 @@ def _benchmark_section(name: str, entry: dict[str, Any]) -> str:
             f"preprocessing), and this entry:\n\n{table}\n\n")
 
 
+def _verdict(accuracy: dict[str, Any], target: float) -> str:
+    return "met" if accuracy["mean"] >= target else "NOT met"
+
+
 def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DIR) -> Path:
     """A Markdown model card beside the model file."""
     import yaml
@@ -298,8 +302,7 @@ def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DI
     seeds = sorted(accuracy["per_seed"], key=int)
     low, high = entry["input_range"]
     target = entry["target"]
-    verdict = "" if target is None else (
-        f" (target {target:.2f}: {'met' if accuracy['mean'] >= target else 'NOT met'})")
+    verdict = "" if target is None else f" (target {target:g}: {_verdict(accuracy, target)})"
     facts = [
         f"Test accuracy over seeds: {accuracy['mean']:.4f} ± {accuracy['std']:.4f} "
         f"(mean ± sample std){verdict}",
@@ -370,7 +373,8 @@ def zoo_table(manifest: dict[str, Any]) -> str:
              "| params | card |", "|---|---|---|---|---|---|"]
     for name, entry in sorted(manifest["entries"].items()):
         accuracy = entry["metrics"]["test_accuracy"]
-        target = "" if entry["target"] is None else f">= {entry['target']:.2f}"
+        target = "" if entry["target"] is None else (
+            f">= {entry['target']:g} ({_verdict(accuracy, entry['target'])})")
         lines.append(
             f"| `{name}` | {accuracy['mean']:.4f} ± {accuracy['std']:.4f} | {target} | "
             f"{entry['seed']} ({entry['metrics']['shipped']['test_accuracy']:.4f}) | "
