@@ -25,12 +25,13 @@ def test_new_keys_at_their_defaults_keep_a_recipes_fingerprint():
     before = copy.deepcopy(entry["recipe"])
     for key in ("precision", "distribute"):
         before["training"].pop(key, None)
-    before["data"].pop("subset", None)
+    for key in ("subset", "shuffle"):
+        before["data"].pop(key, None)
     assert "precision" not in before["training"]
     assert validate(before).fingerprint == entry["fingerprint"]
     assert load_recipe("digits/cnn").fingerprint == entry["fingerprint"]
     for override in ("training.precision=mixed_bfloat16", "training.distribute=mirrored",
-                     "data.subset=500"):
+                     "data.subset=500", "data.shuffle=false"):
         assert load_recipe("digits/cnn", [override]).fingerprint != entry["fingerprint"]
 
 

@@ -299,6 +299,19 @@ def _fake_stopping_run(recipe):
         epochs=early_stopping_epochs(recipe.regularization.early_stopping is not None))
 
 
+def check_order(shuffled: bool):
+    """The first training batch is the split's first examples in their stored order exactly
+    when the recipe does not shuffle."""
+
+    def check(model, result):
+        prepared = prepare(result.recipe)
+        x_first, _ = next(iter(prepared.train_data))
+        stored = prepared.splits.x_train[:len(x_first)]
+        in_order = bool(np.array_equal(np.asarray(x_first), stored))
+        assert in_order is not shuffled, f"shuffle={shuffled} but in stored order: {in_order}"
+    return check
+
+
 def _fake_augmented_run(recipe):
     # Real where it is cheap: the check prepares this recipe's pipeline, nothing is fitted.
     return SimpleNamespace(recipe=recipe)
@@ -355,6 +368,8 @@ CASES = [
     Case("optimizer.clipnorm", 1.0, check_clip("clipnorm", 1.0), families=("mlp",)),
     Case("optimizer.clipvalue", 0.5, check_clip("clipvalue", 0.5), families=("mlp",)),
     *[Case("training.loss", v, check_loss(v), families=("mlp",)) for v in ("crossentropy", "mse")],
+    *[Case("data.shuffle", v, check_order(v), families=("mlp",), trains=True,
+           fake=_fake_augmented_run) for v in (True, False)],
     # The check cannot tell one op from another, only augmented from plain: its wrong input is
     # the default, no augmentation.
     *[Case("data.augmentation", [{"op": op}], check_augmented, datasets=IMAGES, trains=True,

@@ -45,7 +45,8 @@ _NOT_FINGERPRINTED = ("name", "seed", "tune", "monitor")
 # Keys added after recipes were fingerprinted (and models shipped): at their default they are
 # left out, so those recipes keep their fingerprint.
 _FINGERPRINTED_UNLESS_DEFAULT = {("training", "precision"): "float32",
-                                 ("training", "distribute"): "none", ("data", "subset"): None}
+                                 ("training", "distribute"): "none", ("data", "subset"): None,
+                                 ("data", "shuffle"): True}
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -97,6 +98,10 @@ class DataSection(_Section):
         "data set. Default: none (the whole training split).")
     batch_size: PositiveInt = Field(
         100, description="Examples per optimizer step, an integer > 0. Default: 100.")
+    shuffle: bool = Field(
+        True, description="Walk the training examples in a new seeded order each epoch; false "
+        "walks them in their stored order every epoch, as the MNIST-1D paper's reference loop "
+        "does. Default: true.")
     standardize: bool = Field(
         True, description="Standardize each input channel with the mean and variance of the "
         "training split, as the model's first layer (so the saved model takes raw inputs); true "

@@ -15,7 +15,8 @@ import numpy as np
 
 
 def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, *,
-                     seed: int, augment: Callable | None = None, start_epoch: int = 0):
+                     seed: int, augment: Callable | None = None, start_epoch: int = 0,
+                     shuffle: bool = True):
     """Endless shuffled (and augmented) training batches of (inputs, one-hot labels).
 
     Read it `ceil(len(x) / batch_size)` batches an epoch (Keras' `steps_per_epoch`): every
@@ -30,6 +31,8 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
             `zoo.data.augment.augment_tensor`); None for no augmentation.
         start_epoch: epochs already trained (a resumed run): the stream starts where an
             uninterrupted run would be after that many epochs.
+        shuffle: False keeps the examples in their order every epoch (augmentation still
+            draws anew each epoch).
     """
     import tensorflow as tf
 
@@ -46,8 +49,11 @@ def training_dataset(x: np.ndarray, y: np.ndarray, num_classes: int, batch_size:
         """A whole epoch's inputs and targets: shuffled, then augmented."""
         order_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(
             tf.stack([epoch_seed, seed_tensor]), num=2))
-        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=order_key)
-        xs, ys = tf.gather(inputs, order), tf.gather(targets, order)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=order_key)
+            xs, ys = tf.gather(inputs, order), tf.gather(targets, order)
+        else:
+            xs, ys = inputs, targets
         if augment is not None:
             xs = augment(xs, augment_key)
         return xs, ys
