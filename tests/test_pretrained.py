@@ -41,7 +41,13 @@ def _test_size(entry) -> int:
 # Entries shipped below their target: what was measured and why. Their cards and the README's
 # table say "NOT met" too. Strict, so an entry that reaches its target fails here until it is
 # taken off the list.
-BELOW_TARGET: dict[str, str] = {}
+BELOW_TARGET: dict[str, str] = {
+    "fashion_mnist/cnn_small": "0.9302 +- 0.0007 over seeds 0-2 (AMD EPYC, 25 epochs, 9.5 min a "
+    "seed); 40 epochs gave seed 0 0.9324 with the same validation accuracy (0.936)",
+    "fashion_mnist/resnet": "0.9276 +- 0.0008 over seeds 0-2 (AMD EPYC, 12 epochs, 10.5 min a "
+    "seed): what the zoo's hour on 2 CPU cores leaves it; the published residual nets trained "
+    "for hundreds of epochs",
+}
 
 
 def test_every_entry_of_the_issue_is_shipped_over_three_seeds():
@@ -106,7 +112,8 @@ def test_list_pretrained_and_cli_listing(capsys):
     out = capsys.readouterr().out
     for name in SHIPPED:
         assert name in out
-    assert "MISSED" not in out
+    missed = {line.split()[0] for line in out.splitlines() if "MISSED" in line}
+    assert missed == set(BELOW_TARGET)
 
 
 def test_unknown_name_lists_the_known_ones():

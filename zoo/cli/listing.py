@@ -55,15 +55,19 @@ def _listing(section: str) -> list[str]:
 def pretrained_listing() -> list[str]:
     """The shipped models as table lines: accuracy over seeds, target, shipped seed, size."""
     from zoo.pretrained import list_pretrained
+    from zoo.pretrained.loader import target_text
 
-    lines = [f"{'name':<18} {'test accuracy (3 seeds)':<24} {'target':<12} {'shipped':<16} "
-             f"{'params':>8}"]
-    for row in list_pretrained():
+    rows = list_pretrained()
+    width = max([len("name"), *(len(row["name"]) for row in rows)])
+    lines = [f"{'name':<{width}} {'test accuracy (3 seeds)':<24} {'target':<14} "
+             f"{'shipped':<16} {'params':>9}"]
+    for row in rows:
         target = row["target"]
-        met = "" if target is None else (
-            f">={target:.2f} {'ok' if row['test_accuracy_mean'] >= target else 'MISSED'}")
+        verdict = "" if target is None else (
+            "ok" if row["test_accuracy_mean"] >= target else "MISSED")
+        met = "" if target is None else f">={target_text(target)} {verdict}"
         lines.append(
-            f"{row['name']:<18} {row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f}"
-            f"{'':<8} {met:<12} seed {row['shipped_seed']} {row['shipped_test_accuracy']:.4f} "
-            f"{row['params']:>8,}")
+            f"{row['name']:<{width}} {row['test_accuracy_mean']:.4f} ± "
+            f"{row['test_accuracy_std']:.4f}{'':<8} {met:<14} seed {row['shipped_seed']} "
+            f"{row['shipped_test_accuracy']:.4f} {row['params']:>9,}")
     return lines

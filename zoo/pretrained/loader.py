@@ -82,6 +82,11 @@ def list_pretrained(directory: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def target_text(target: float) -> str:
+    """A target as it was set: two decimals (0.90), three where it has them (0.935)."""
+    return f"{target:.2f}" if round(target, 2) == target else f"{target:.3f}"
+
+
 def load(name: str, directory: Path | None = None):
     """The pretrained Keras model `name`, after checking its file against the manifest.
 

@@ -22,7 +22,7 @@ from typing import Any
 from zoo import mlflow_layout as layout
 from zoo.errors import ArgumentError
 from zoo.files import write_text_atomically
-from zoo.pretrained.loader import MANIFEST_NAME, PRETRAINED_DIR
+from zoo.pretrained.loader import MANIFEST_NAME, PRETRAINED_DIR, target_text
 
 # Entry -> test accuracy target (mean over seeds) on the data set's fixed test split.
 ENTRIES: dict[str, float] = {
@@ -274,7 +274,8 @@ def benchmark_table(entries: dict[str, dict[str, Any]]) -> str:
 
 
 def _augmentation_text(recipe: dict[str, Any]) -> str:
-    ops = [", ".join(f"{k} {v}" if k != "op" else str(v) for k, v in op.items())
+    # The op's name first: the manifest stores each op's keys in alphabetical order.
+    ops = [" ".join([str(op["op"]), *(f"{k} {v}" for k, v in op.items() if k != "op")])
            for op in recipe["data"]["augmentation"]]
     standardized = "standardization" if recipe["data"]["standardize"] else "none"
     return "; ".join([standardized, *ops])
@@ -302,7 +303,8 @@ def write_card(name: str, entry: dict[str, Any], directory: Path = PRETRAINED_DI
     seeds = sorted(accuracy["per_seed"], key=int)
     low, high = entry["input_range"]
     target = entry["target"]
-    verdict = "" if target is None else f" (target {target:g}: {_verdict(accuracy, target)})"
+    verdict = "" if target is None else (
+        f" (target {target_text(target)}: {_verdict(accuracy, target)})")
     facts = [
         f"Test accuracy over seeds: {accuracy['mean']:.4f} ± {accuracy['std']:.4f} "
         f"(mean ± sample std){verdict}",
@@ -374,7 +376,7 @@ def zoo_table(manifest: dict[str, Any]) -> str:
     for name, entry in sorted(manifest["entries"].items()):
         accuracy = entry["metrics"]["test_accuracy"]
         target = "" if entry["target"] is None else (
-            f">= {entry['target']:g} ({_verdict(accuracy, entry['target'])})")
+            f">= {target_text(entry['target'])} ({_verdict(accuracy, entry['target'])})")
         lines.append(
             f"| `{name}` | {accuracy['mean']:.4f} ± {accuracy['std']:.4f} | {target} | "
             f"{entry['seed']} ({entry['metrics']['shipped']['test_accuracy']:.4f}) | "
