@@ -64,7 +64,7 @@ ablate: $(ENV) ## grid of switches over seeds: ARGS="--axis model.dropout=0,0.3 
 compare: $(ENV) ## side-by-side table and plots: ARGS="--parent RUN_ID" (or --experiment NAME)
 	$(ZOO) compare $(ARGS)
 
-zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ and register it (~4 min on 2 cores; WORKERS=N)
+zoo: $(ENV) ## train every zoo entry over 3 seeds, ship one model each to zoo/pretrained/ and register it (~40 min on 2 cores; WORKERS=N)
 	$(ZOO) build-zoo $(WORKERS_ARG) $(ARGS)
 
 register: $(ENV) ## register the shipped models in the MLflow Model Registry (alias "shipped")
