@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from zoo.cli import arguments
 
 
@@ -25,6 +27,7 @@ def handle(args) -> int:
     from zoo.workflows.reproduce import reproduce
 
     print(f"zoo: retraining {args.name} from its manifest recipe ...", flush=True)
-    result = reproduce(args.name, track=not args.no_track)
+    result = reproduce(args.name, track=not args.no_track,
+                       verbose=1 if sys.stdout.isatty() else 2)
     print(result.report())
     return 0 if result.verdict.startswith("reproduced") else 1

@@ -78,8 +78,9 @@ class Reproduction:
 
 
 def reproduce(name: str, directory: Path | None = None, track: bool = True,
-              model_dir: Path | None = None) -> Reproduction:
-    """Retrain entry `name` from the manifest's resolved recipe and seed."""
+              model_dir: Path | None = None, verbose: int | str = 0) -> Reproduction:
+    """Retrain entry `name` from the manifest's resolved recipe and seed; `verbose` as Keras'
+    `fit` takes it (the CLI shows a line an epoch: a retrain can take minutes)."""
     from zoo.errors import ModelFileError
     from zoo.recipe import validate
     from zoo.tracking import cpu_model
@@ -94,7 +95,7 @@ def reproduce(name: str, directory: Path | None = None, track: bool = True,
             f"{name}: the manifest's recipe resolves to fingerprint {recipe.fingerprint[:12]}, "
             f"not the shipped {entry['fingerprint'][:12]}; the recipe schema changed since "
             "`make zoo` built it; rebuild the entry with `make zoo`")
-    result = train(recipe, track=track, verbose=0, model_dir=model_dir,
+    result = train(recipe, track=track, verbose=verbose, model_dir=model_dir,
                    tags={layout.REPRODUCE: name})
     return Reproduction(
         name=name,
