@@ -18,7 +18,7 @@ MODEL ?= mnist1d/cnn_paper
 RECIPES := $(patsubst recipes/%.yaml,%,$(filter-out recipes/base.yaml,$(wildcard recipes/*/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview data test test-scale test-full lint docs ui bench clean list $(RECIPES)
+.PHONY: help setup lock train ablate compare zoo register reproduce predict gradcheck sanity lr-find tune tune-distributed server postgres postgres-stop augment-preview data test test-processes test-scale test-full lint docs ui bench clean list $(RECIPES)
 
 help: ## list the targets and the recipes
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -100,8 +100,11 @@ ui: $(ENV) ## serve the MLflow UI on http://127.0.0.1:5000 over the zoo's store
 bench: $(ENV) ## the speed contract as ratios measured in one run, each with its target (~6 min)
 	$(ZOO) bench $(ARGS)
 
-test: $(ENV) ## run the fast test suite (a few minutes on 2 cores)
-	$(BIN)/pytest -q -m "not slow and not scale" $(ARGS)
+test: $(ENV) ## run the fast test suite (about 3 minutes on 2 cores)
+	$(BIN)/pytest -q -m "not slow and not scale and not processes" $(ARGS)
+
+test-processes: $(ENV) ## the tests with several processes, signals or a PostgreSQL server (~3 min)
+	$(BIN)/pytest -q -m "processes and not slow" $(ARGS)
 
 test-scale: $(ENV) ## PostgreSQL, a tracking server, searches, grids and a zoo build with local and joined workers (~4 min)
 	$(BIN)/pytest -q -s -m scale tests/test_scale.py $(ARGS)

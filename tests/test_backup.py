@@ -121,6 +121,7 @@ def _kill_after_a_backup(process: subprocess.Popen, home: Path, epoch: int = 5) 
     return json.loads(_backups(home)[-1].read_text())["epoch"]
 
 
+@pytest.mark.processes
 def test_a_run_killed_with_sigkill_resumes_into_its_run_with_identical_weights(tmp_path):
     from mlflow import MlflowClient
 
@@ -149,6 +150,7 @@ def test_a_run_killed_with_sigkill_resumes_into_its_run_with_identical_weights(t
     assert test_accuracy[0].value == pytest.approx(uninterrupted["test_accuracy"], abs=0)
 
 
+@pytest.mark.processes
 def test_a_second_process_on_the_same_model_is_refused_until_the_first_is_gone(tmp_path):
     from mlflow import MlflowClient
 
@@ -214,6 +216,7 @@ def test_a_nan_run_fails_and_keeps_its_last_finite_backup(mlflow_client, model_d
     assert epochs == [2, 3], "the NaN epoch is not backed up; the two before it are kept"
 
 
+@pytest.mark.processes
 def test_a_killed_grid_resumes_inside_its_interrupted_cell(tmp_path):
     from mlflow import MlflowClient
 

@@ -61,6 +61,7 @@ def _hashes(process: subprocess.Popen) -> dict:
 # XLA compiles each of these models for seconds: the default suite runs the XLA path on the
 # sequence CNN (augmentation on) and the short-run path without XLA (what ZOO_XLA=auto gives
 # runs under 4,000 steps) on an MLP and an image CNN; the slow suite runs both on every family.
+@pytest.mark.processes
 @pytest.mark.parametrize("xla,families", [
     ("1", ["cnn-sequence"]),
     ("0", ["mlp", "cnn-image"]),

@@ -21,7 +21,7 @@ from zoo.server import free_port, server_command, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = requires_postgres
+pytestmark = [requires_postgres, pytest.mark.processes]
 
 
 def _listening(port: int) -> bool:

@@ -121,6 +121,7 @@ with tracking.start_run("concurrency", sys.argv[1]) as run:
 """
 
 
+@pytest.mark.processes
 def test_processes_that_open_a_new_store_at_once_all_finish(tmp_path):
     import subprocess
     import sys
@@ -181,6 +182,7 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_next_time(mlflo
     assert mlflow_client.get_run(other_host).info.status == "RUNNING"
 
 
+@pytest.mark.processes
 def test_eight_processes_on_a_new_store_all_finish_with_every_metric(tmp_path):
     """The first use of a store, by several processes at once (two terminals, a grid's
     workers): creating its schema is serialized, and every run and metric arrives."""

@@ -113,6 +113,7 @@ def test_nan_loss_fails_the_run_with_advice(mlflow_client, model_dir):
     assert not model_dir.exists() or not list(model_dir.rglob("*.keras"))
 
 
+@pytest.mark.processes
 def test_sigterm_stops_training_and_marks_the_run_killed(mlflow_client, tmp_path):
     name = f"sigterm-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "ZOO_HOME": str(tmp_path)}

@@ -71,6 +71,7 @@ def test_a_job_survives_its_trip_to_a_worker():
         "r", "p", {"zoo.cell": "{}"}, Path("/tmp/m"))
 
 
+@pytest.mark.processes
 def test_jobs_in_two_workers_train_what_one_process_trains(tmp_path, monkeypatch):
     from zoo import tracking
     from zoo.training.model_files import weights_sha256
