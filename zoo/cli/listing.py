@@ -63,9 +63,9 @@ def pretrained_listing() -> list[str]:
              f"{'shipped':<16} {'params':>9}"]
     for row in rows:
         target = row["target"]
-        verdict = "" if target is None else (
-            "ok" if row["test_accuracy_mean"] >= target else "MISSED")
-        met = "" if target is None else f">={target_text(target)} {verdict}"
+        met = "" if target is None else (
+            f">={target_text(target)} "
+            f"{'ok' if row['test_accuracy_mean'] >= target else 'MISSED'}")
         lines.append(
             f"{row['name']:<{width}} {row['test_accuracy_mean']:.4f} ± "
             f"{row['test_accuracy_std']:.4f}{'':<8} {met:<14} seed {row['shipped_seed']} "

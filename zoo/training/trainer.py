@@ -153,7 +153,7 @@ def _training_data(recipe: Recipe, splits: Splits, start_epoch: int = 0):
     one trains; a resumed run's stream starts at `start_epoch`."""
     data = recipe.data
     key = (data.dataset, data.validation_split, data.batch_size, recipe.seed,
-           tuple(data.augmentation), len(splits.y_train), start_epoch, data.subset, data.shuffle)
+           tuple(data.augmentation), len(splits.y_train), start_epoch, data.shuffle)
     if key not in _LAST_PIPELINE:
         _LAST_PIPELINE.clear()
         _LAST_PIPELINE[key] = training_dataset(
