@@ -43,6 +43,7 @@ def test_processes_training_side_by_side_get_one_inter_op_thread_unless_told(mon
     assert side_by_side_environment() == {}  # the user's setting wins
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("environment", "expected"),
                          [({}, "1"), ({"TF_NUM_INTEROP_THREADS": "2"}, "0")])
 def test_a_process_that_trains_beside_workers_takes_one_inter_op_thread(environment, expected):

@@ -112,6 +112,7 @@ def test_an_upward_import_is_caught(importer, target):
     assert upward_imports({importer: {target}}) != []
 
 
+@pytest.mark.processes
 def test_the_old_home_of_train_still_works_with_a_warning():
     import subprocess
     import sys

@@ -97,6 +97,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.processes
 def test_mlflow_models_serve_answers_an_http_request(trained, mlflow_store):
     """The server is the test's own, on 127.0.0.1 and a free port: no other address is used."""
     from zoo.data import load_dataset
